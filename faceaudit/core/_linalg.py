@@ -1,0 +1,138 @@
+"""Dense linear algebra with a platform-specific fast path.
+
+Why this module exists: on the CPU backend, XLA's float64 GEMM and its symmetric
+eigensolver are slower and (for the eigensolver) less accurate than the LAPACK/BLAS that
+numpy ships. Measured on the 2-core development machine at d = 2048: ``x.T @ x`` with
+n = 10,000 took 2.0 s in XLA against 0.7 s in numpy (BLAS ``syrk``), and
+``jnp.linalg.eigvalsh`` 1.5 s against 0.5 s for LAPACK's eigenvalues-only driver, which
+is also the accurate way to get a sum of square roots of eigenvalues (the XLA path always
+computes eigenvectors). So each kernel below has two implementations chosen when the
+computation is lowered (``jax.lax.platform_dependent``):
+
+* ``cpu``: a ``jax.pure_callback`` into numpy/scipy LAPACK, values only;
+* everything else (GPU, TPU): the plain ``jax.numpy`` expression, which XLA runs well.
+
+Both paths compute the same quantity; the tests run both and compare them. These kernels
+are not differentiable (the callbacks have no JVP); the analytical model, which needs
+gradients, uses ``jax.numpy`` directly. ``xla_only()`` forces the portable path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+_HOST_LAPACK = True
+
+
+@contextlib.contextmanager
+def xla_only():
+    """Run the core with the portable XLA kernels, even on CPU (for testing and timing)."""
+    global _HOST_LAPACK
+    previous = _HOST_LAPACK
+    _HOST_LAPACK = False
+    jax.clear_caches()
+    try:
+        yield
+    finally:
+        _HOST_LAPACK = previous
+        jax.clear_caches()
+
+
+def _dispatch(host_fn, xla_fn, out_shape, *args):
+    if not _HOST_LAPACK:
+        return xla_fn(*args)
+
+    def on_cpu(*a):
+        return jax.pure_callback(host_fn, out_shape, *a, vmap_method="sequential")
+
+    return jax.lax.platform_dependent(*args, cpu=on_cpu, default=xla_fn)
+
+
+# --- X^T X -----------------------------------------------------------------------------
+
+
+def _host_gram(x):
+    x = np.asarray(x)
+    return x.T @ x  # numpy recognises the transposed self-product and calls BLAS syrk
+
+
+def gram(x: jax.Array) -> jax.Array:
+    """``x.T @ x`` for an ``(n, d)`` array, in the dtype of ``x``."""
+    d = x.shape[1]
+    out = jax.ShapeDtypeStruct((d, d), x.dtype)
+    return _dispatch(_host_gram, lambda a: a.T @ a, out, x)
+
+
+# --- eigenvalues and singular values ---------------------------------------------------
+
+
+def _host_eigvalsh(a):
+    return np.linalg.eigvalsh(np.asarray(a))
+
+
+def eigvalsh(a: jax.Array) -> jax.Array:
+    """Eigenvalues (ascending) of a symmetric matrix, values only where the platform allows."""
+    out = jax.ShapeDtypeStruct(a.shape[:1], a.dtype)
+    return _dispatch(_host_eigvalsh, jnp.linalg.eigvalsh, out, a)
+
+
+def _host_svdvals(m):
+    return np.linalg.svd(np.asarray(m), compute_uv=False)
+
+
+def singular_values(m: jax.Array) -> jax.Array:
+    """Singular values (descending) of a rectangular matrix, values only."""
+    out = jax.ShapeDtypeStruct((min(m.shape),), m.dtype)
+    return _dispatch(_host_svdvals, lambda a: jnp.linalg.svd(a, compute_uv=False), out, m)
+
+
+# --- the spectrum of S1 S2 for two covariance matrices ---------------------------------
+
+
+def _host_product_spectrum(s1, s2):
+    s1 = np.asarray(s1)
+    s2 = np.asarray(s2)
+    try:
+        factor = scipy.linalg.cholesky(s1, lower=True, check_finite=False)
+        # L^T S2 L with two triangular multiplies (half the flops of general GEMMs).
+        trmm = scipy.linalg.blas.get_blas_funcs("trmm", (factor, s2))
+        right = trmm(1.0, factor, s2, side=1, lower=1)  # S2 L
+        core = trmm(1.0, factor, right, side=0, lower=1, trans_a=1)  # L^T S2 L
+    except np.linalg.LinAlgError:
+        # Singular covariance (fewer samples than dimensions, duplicated or constant
+        # features): use the symmetric square-root factor, clipping round-off negatives.
+        evals, evecs = np.linalg.eigh(s1)
+        factor = evecs * np.sqrt(np.clip(evals, 0.0, None))
+        core = factor.T @ s2 @ factor
+    core = 0.5 * (core + core.T)
+    return np.sqrt(np.clip(np.linalg.eigvalsh(core), 0.0, None))
+
+
+def _xla_product_spectrum(s1, s2):
+    chol = jnp.linalg.cholesky(s1)
+
+    def eig_factor(s):
+        evals, evecs = jnp.linalg.eigh(s)
+        return evecs * jnp.sqrt(jnp.clip(evals, 0.0))
+
+    factor = jax.lax.cond(jnp.all(jnp.isfinite(chol)), lambda s: chol, eig_factor, s1)
+    core = factor.T @ s2 @ factor
+    core = 0.5 * (core + core.T)
+    return jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(core), 0.0))
+
+
+def product_spectrum(s1: jax.Array, s2: jax.Array) -> jax.Array:
+    """Square roots of the eigenvalues of ``s1 @ s2`` for symmetric PSD ``s1``, ``s2``.
+
+    Their sum is ``tr((s1^{1/2} s2 s1^{1/2})^{1/2})``, the cross term of the Frechet
+    distance. Computed as the eigenvalues of the symmetric ``L^T s2 L`` with ``s1 = L L^T``
+    (Cholesky; a symmetric square-root factor when ``s1`` is singular), never through
+    ``sqrtm`` or a general eigensolver, so it is real and non-negative by construction.
+    """
+    out = jax.ShapeDtypeStruct(s1.shape[:1], s1.dtype)
+    return _dispatch(_host_product_spectrum, _xla_product_spectrum, out, s1, s2)

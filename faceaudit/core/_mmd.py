@@ -1,0 +1,224 @@
+r"""Maximum mean discrepancy: the unbiased MMD^2, KID and the Gaussian-kernel (CMMD) form.
+
+.. math::
+
+    \widehat{\mathrm{MMD}}^2_u = \frac{\sum_{i \ne j} k(x_i, x_j)}{m(m-1)}
+      + \frac{\sum_{i \ne j} k(y_i, y_j)}{n(n-1)} - \frac{2}{mn}\sum_{i,j} k(x_i, y_j)
+
+with the cubic polynomial kernel ``k(a, b) = (a.b / d + 1)^3`` of KID (Binkowski et al.
+2018) or the Gaussian kernel ``exp(-|a - b|^2 / (2 sigma^2))`` of CMMD (Jayasumana et al.
+2024; CMMD reports ``1000 * MMD^2`` with ``sigma = 10`` on unit-norm CLIP embeddings).
+
+Kernel sums are accumulated over row blocks, so memory is ``O(block^2 + n d)`` however large
+the sets. Within-set sums use symmetry: only blocks on or above the diagonal are computed,
+which saves close to half of the GEMM work for the two within-set terms. Every sum carries
+frequency weights (padding rows have weight 0; bootstrap replicates are counts), and the
+diagonal is removed exactly: ``sum_{i != j} = sum_{a,b} c_a c_b k_ab - sum_a c_a k_aa``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validate
+from ._typing import Array, Features, PRNGKey, Scalar, Weights
+
+KERNELS = ("cubic", "gaussian")
+DEFAULT_BLOCK = 1024
+
+
+def _kernel_block(kernel: str, a, b, sq_a, sq_b, bandwidth):
+    g = a @ b.T
+    if kernel == "cubic":
+        return (g / a.shape[1] + 1.0) ** 3
+    d2 = jnp.clip(sq_a[:, None] + sq_b[None, :] - 2.0 * g, 0.0)
+    return jnp.exp(-d2 / (2.0 * bandwidth**2))
+
+
+def _kernel_diag(kernel: str, a, sq_a, bandwidth):
+    if kernel == "cubic":
+        return (sq_a / a.shape[1] + 1.0) ** 3
+    return jnp.ones_like(sq_a)
+
+
+def _blocked(x, w, block):
+    n, d = x.shape
+    k = -(-n // block)
+    pad = k * block - n
+    xb = jnp.pad(x, ((0, pad), (0, 0))).reshape(k, block, d)
+    wb = jnp.pad(w, (0, pad)).reshape(k, block)
+    return xb, wb
+
+
+def _pair_sum(kernel, xa, wa, xb, wb, bandwidth, *, symmetric: bool):
+    """``sum_{i,j} w_i w_j k(a_i, b_j)`` over all pairs, by blocks (a is b when symmetric)."""
+    ka, kb = xa.shape[0], xb.shape[0]
+    if symmetric:
+        pairs = [(p, q) for p in range(ka) for q in range(p, ka)]
+    else:
+        pairs = [(p, q) for p in range(ka) for q in range(kb)]
+    ps = jnp.asarray([p for p, _ in pairs])
+    qs = jnp.asarray([q for _, q in pairs])
+    mult = jnp.asarray([1.0 if (p == q or not symmetric) else 2.0 for p, q in pairs], xa.dtype)
+    sqa = jnp.sum(xa * xa, axis=-1)
+    sqb = jnp.sum(xb * xb, axis=-1)
+
+    def body(total, pqm):
+        p, q, m = pqm
+        kern = _kernel_block(kernel, xa[p], xb[q], sqa[p], sqb[q], bandwidth)
+        return total + m * (wa[p] @ kern @ wb[q]), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), xa.dtype), (ps, qs, mult))
+    return total
+
+
+@functools.partial(jax.jit, static_argnames=("kernel", "block"))
+def _mmd2_weighted(x, wx, y, wy, bandwidth, kernel: str, block: int):
+    x = x.astype(jnp.float64)
+    y = y.astype(jnp.float64)
+    wx = wx.astype(jnp.float64)
+    wy = wy.astype(jnp.float64)
+    xb, wxb = _blocked(x, wx, block)
+    yb, wyb = _blocked(y, wy, block)
+    m, n = wx.sum(), wy.sum()
+    diag_x = wx @ _kernel_diag(kernel, x, jnp.sum(x * x, axis=1), bandwidth)
+    diag_y = wy @ _kernel_diag(kernel, y, jnp.sum(y * y, axis=1), bandwidth)
+    s_xx = _pair_sum(kernel, xb, wxb, xb, wxb, bandwidth, symmetric=True) - diag_x
+    s_yy = _pair_sum(kernel, yb, wyb, yb, wyb, bandwidth, symmetric=True) - diag_y
+    s_xy = _pair_sum(kernel, xb, wxb, yb, wyb, bandwidth, symmetric=False)
+    return s_xx / (m * (m - 1.0)) + s_yy / (n * (n - 1.0)) - 2.0 * s_xy / (m * n)
+
+
+def _check_kernel(kernel, bandwidth):
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
+    if kernel == "gaussian" and not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
+        raise ValueError(f"the gaussian kernel needs a positive bandwidth, got {bandwidth!r}")
+    return float(bandwidth) if kernel == "gaussian" else 1.0
+
+
+def mmd2(
+    x: Features,
+    y: Features,
+    *,
+    kernel: str = "cubic",
+    bandwidth: float = 10.0,
+    block_size: int = DEFAULT_BLOCK,
+) -> Scalar:
+    """Unbiased MMD^2 over all samples (deterministic; no subsets).
+
+    Args:
+        x: ``(m, d)`` embeddings; y: ``(n, d)`` embeddings.
+        kernel: ``"cubic"`` (KID's polynomial kernel) or ``"gaussian"`` (CMMD).
+        bandwidth: ``sigma`` of the Gaussian kernel (ignored for ``"cubic"``).
+        block_size: rows per block; memory is ``O(block_size^2)``.
+
+    Returns:
+        float64 scalar (may be slightly negative: the estimator is unbiased).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(200, 4)); y = rng.normal(size=(200, 4))
+        >>> abs(float(mmd2(x, y))) < 0.05
+        True
+    """
+    bw = _check_kernel(kernel, bandwidth)
+    x = _validate.features(x, "x")
+    y = _validate.features(y, "y")
+    _validate.same_dim(x, y, ("x", "y"))
+    block = _validate.positive_int(block_size, "block_size")
+    block = min(block, max(x.shape[0], y.shape[0]))
+    return _mmd2_weighted(x, jnp.ones(x.shape[0]), y, jnp.ones(y.shape[0]), bw, kernel, block)
+
+
+def mmd2_weighted(x, wx: Weights, y, wy: Weights, *, kernel="cubic", bandwidth=10.0, block_size=DEFAULT_BLOCK):
+    """``mmd2`` of the multisets that repeat row ``i`` ``w_i`` times (bootstrap counts)."""
+    bw = _check_kernel(kernel, bandwidth)
+    x = _validate.features(x, "x")
+    y = _validate.features(y, "y")
+    _validate.same_dim(x, y, ("x", "y"))
+    wx = _validate.weights(wx, x.shape[0], "wx")
+    wy = _validate.weights(wy, y.shape[0], "wy")
+    block = min(_validate.positive_int(block_size, "block_size"), max(x.shape[0], y.shape[0]))
+    return _mmd2_weighted(x, wx, y, wy, bw, kernel, block)
+
+
+class KIDResult(NamedTuple):
+    """KID over random subsets: ``mean`` and population ``std`` (ddof = 0) of the subset
+    MMD^2 values (torch-fidelity and torchmetrics report the same pair)."""
+
+    mean: Scalar
+    std: Scalar
+
+
+def _subset_block(subset_size: int) -> int:
+    # Four diagonal blocks per subset: the within-set triangles then cost 10/16 of a full
+    # Gram matrix, and 256-row GEMMs still run near peak.
+    return max(64, math.ceil(subset_size / 4))
+
+
+@functools.partial(jax.jit, static_argnames=("num_subsets", "subset_size"))
+def _kid(key, x, y, num_subsets: int, subset_size: int):
+    block = _subset_block(subset_size)
+    ones = jnp.ones(subset_size)
+
+    def one(k):
+        kx, ky = jax.random.split(k)
+        ix = jax.random.choice(kx, x.shape[0], (subset_size,), replace=False)
+        iy = jax.random.choice(ky, y.shape[0], (subset_size,), replace=False)
+        return _mmd2_weighted(x[ix], ones, y[iy], ones, 1.0, "cubic", block)
+
+    values = jax.lax.map(one, jax.random.split(key, num_subsets))
+    return KIDResult(values.mean(), values.std())
+
+
+def kid(
+    x: Features,
+    y: Features,
+    *,
+    key: PRNGKey,
+    num_subsets: int = 100,
+    subset_size: int = 1000,
+) -> KIDResult:
+    """Kernel Inception Distance: unbiased cubic-kernel MMD^2 averaged over subsets.
+
+    Each subset draws ``subset_size`` rows of ``x`` and of ``y`` without replacement,
+    independently, from ``key`` (the peers draw from numpy's global RNG).
+
+    Raises:
+        ValueError: ``subset_size`` larger than either set, or below 2.
+
+    References:
+        Binkowski et al., "Demystifying MMD GANs", ICLR 2018.
+    """
+    _validate.key(key)
+    x = _validate.features(x, "x")
+    y = _validate.features(y, "y")
+    _validate.same_dim(x, y, ("x", "y"))
+    num_subsets = _validate.positive_int(num_subsets, "num_subsets")
+    subset_size = _validate.positive_int(subset_size, "subset_size", minimum=2)
+    n_min = min(x.shape[0], y.shape[0])
+    if subset_size > n_min:
+        raise ValueError(
+            f"subset_size={subset_size} is larger than the smaller set ({n_min} rows); "
+            f"pass subset_size <= {n_min}"
+        )
+    return _kid(key, x, y, num_subsets, subset_size)
+
+
+def median_bandwidth(x: Features, y: Features, *, max_rows: int = 2000) -> float:
+    """Median pairwise distance of the pooled sets (the usual Gaussian-kernel heuristic),
+    from at most ``max_rows`` evenly strided rows of each set (deterministic)."""
+    x = np.asarray(_validate.features(x, "x"), dtype=np.float64)
+    y = np.asarray(_validate.features(y, "y"), dtype=np.float64)
+    pooled = np.concatenate([x[:: max(1, len(x) // max_rows)], y[:: max(1, len(y) // max_rows)]])
+    sq = (pooled * pooled).sum(1)
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2 * pooled @ pooled.T, 0, None)
+    return float(np.sqrt(np.median(d2[np.triu_indices(len(pooled), 1)])))

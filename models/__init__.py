@@ -1,0 +1,1 @@
+"""numpyro model functions (installed as faceaudit.models)."""
