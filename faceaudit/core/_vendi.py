@@ -29,7 +29,10 @@ KERNELS = ("cosine", "gaussian")
 
 
 def _order_entropy_exp(lam: Array, q: float) -> Scalar:
-    lam = jnp.clip(lam, 0.0)
+    # Eigenvalues below the numerical rank tolerance are round-off of exact zeros; with
+    # q < 1 their powers (1e-17 ** 0.5 ~ 3e-9 each) would otherwise add up to real error.
+    tol = lam.shape[0] * jnp.finfo(lam.dtype).eps * jnp.max(lam)
+    lam = jnp.where(lam > tol, lam, 0.0)
     lam = lam / lam.sum()
     if q == 1.0:
         return jnp.exp(-jnp.sum(jax.scipy.special.xlogy(lam, lam)))

@@ -165,7 +165,7 @@ def _best_threshold(scores, genuine, weights):
     below = jnp.concatenate([s[1:], jnp.array([-jnp.inf])])
     # Lowest score still accepted is s[i]; the next distinct score down is below[i].
     threshold = jnp.where(jnp.isfinite(below[i]), (s[i] + below[i]) / 2.0, s[i] - 1.0)
-    return jnp.where(correct[i] >= reject_all, threshold, jnp.inf)
+    return jnp.where(correct[i] > reject_all, threshold, jnp.inf)  # ties: reject all
 
 
 @functools.partial(jax.jit, static_argnames="folds")

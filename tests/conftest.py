@@ -1,0 +1,30 @@
+"""Strict, CPU-first test configuration (see STYLE.md)."""
+
+import os
+
+# Pin JAX to the CPU before anything imports it; tests never use an accelerator.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# JIT compilation makes the first example of each shape slow; deadlines would flake.
+settings.register_profile("faceaudit", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("faceaudit")
+
+
+@pytest.fixture
+def rng():
+    """A fresh, seeded numpy Generator per test."""
+    return np.random.default_rng(20241128)
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)

@@ -1,0 +1,160 @@
+"""Every metric against an independent float64 reference, through one registry."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import faceaudit.core as fc
+from tests import references as ref
+from tests.tolerances import EXACT_ALGEBRA, FLOAT64_REFERENCE
+
+
+def _sets(rng, n_x, n_y, d, *, scale=1.3, shift=0.2, anisotropic=True):
+    spectrum = np.linspace(0.2, 2.0, d) if anisotropic else np.ones(d)
+    rot = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    x = rng.normal(size=(n_x, d)) * np.sqrt(spectrum) @ rot
+    y = (rng.normal(size=(n_y, d)) * np.sqrt(spectrum[::-1]) * scale + shift) @ rot
+    return x, y
+
+
+# (name, faceaudit call, reference call, shapes (n_x, n_y, d))
+REGISTRY = [
+    ("fd n>d", lambda x, y: fc.frechet_distance(x, y), ref.frechet_distance, (400, 300, 24)),
+    ("fd n>>d", lambda x, y: fc.frechet_distance(x, y), ref.frechet_distance, (3000, 2000, 128)),
+    ("fd mixed n", lambda x, y: fc.frechet_distance(x, y), ref.frechet_distance, (500, 60, 32)),
+    ("fd streaming", lambda x, y: fc.frechet_distance_from_stats(fc.gaussian_stats(x), fc.gaussian_stats(y)), ref.frechet_distance, (400, 300, 24)),
+    ("mmd2 cubic", lambda x, y: fc.mmd2(x, y), ref.mmd2_unbiased, (300, 250, 16)),
+    ("mmd2 cubic blocked", lambda x, y: fc.mmd2(x, y, block_size=37), ref.mmd2_unbiased, (300, 250, 16)),
+    (
+        "mmd2 gaussian",
+        lambda x, y: fc.mmd2(x, y, kernel="gaussian", bandwidth=3.0, block_size=64),
+        lambda x, y: ref.mmd2_unbiased(x, y, "gaussian", 3.0),
+        (300, 250, 16),
+    ),
+    ("vendi cosine dual", lambda x, y: fc.vendi_score(x), lambda x, y: ref.vendi(x), (300, 0, 16)),
+    ("vendi cosine primal", lambda x, y: fc.vendi_score(x), lambda x, y: ref.vendi(x), (40, 0, 64)),
+    ("vendi q=2", lambda x, y: fc.vendi_score(x, q=2.0), lambda x, y: ref.vendi(x, q=2.0), (200, 0, 16)),
+    ("vendi q=0.5", lambda x, y: fc.vendi_score(x, q=0.5), lambda x, y: ref.vendi(x, q=0.5), (200, 0, 16)),
+    ("vendi q=inf", lambda x, y: fc.vendi_score(x, q=float("inf")), lambda x, y: ref.vendi(x, q=np.inf), (200, 0, 16)),
+    (
+        "vendi gaussian",
+        lambda x, y: fc.vendi_score(x, kernel="gaussian", bandwidth=4.0),
+        lambda x, y: ref.vendi(x, kernel="gaussian", bandwidth=4.0),
+        (150, 0, 8),
+    ),
+]
+for _field in ("precision", "recall", "density", "coverage"):
+    REGISTRY.append(
+        (
+            f"prdc {_field}",
+            lambda x, y, f=_field: getattr(fc.prdc(x, y, k=5, block_size=64), f),
+            lambda x, y, f=_field: ref.prdc(x, y, 5)[f],
+            (300, 260, 12),
+        )
+    )
+
+
+@pytest.mark.parametrize("name, ours, theirs, shape", REGISTRY, ids=[r[0] for r in REGISTRY])
+def test_against_float64_reference(name, ours, theirs, shape, rng):
+    n_x, n_y, d = shape
+    x, y = _sets(rng, n_x, max(n_y, 2), d)
+    got = float(ours(x, y))
+    want = float(theirs(x, y))
+    assert got == pytest.approx(want, rel=FLOAT64_REFERENCE, abs=FLOAT64_REFERENCE)
+
+
+@pytest.mark.parametrize("n_x, n_y, d", [(6, 7, 10), (6, 40, 10), (9, 5, 12)])
+def test_singular_covariances_against_40_digit_reference(n_x, n_y, d, rng):
+    """n <= d: covariances are singular, where sqrtm returns complex parts and Cholesky
+    fails; faceaudit's cross-factor route must still be exact."""
+    x, y = _sets(rng, n_x, n_y, d)
+    assert float(fc.frechet_distance(x, y)) == pytest.approx(
+        ref.frechet_distance_mpmath(x, y), rel=FLOAT64_REFERENCE
+    )
+
+
+def test_host_lapack_and_xla_paths_agree(rng):
+    """The CPU fast path (LAPACK callbacks) and the portable XLA path give one answer."""
+    x, y = _sets(rng, 400, 300, 24)
+    xs, ys = _sets(rng, 20, 30, 40)
+    fast = [float(fc.frechet_distance(x, y)), float(fc.frechet_distance(xs, ys)), float(fc.vendi_score(x))]
+    with fc.xla_only():
+        portable = [float(fc.frechet_distance(x, y)), float(fc.frechet_distance(xs, ys)), float(fc.vendi_score(x))]
+    np.testing.assert_allclose(fast, portable, rtol=FLOAT64_REFERENCE)
+
+
+def test_float32_input_gives_the_float64_answer(rng):
+    x, y = _sets(rng, 400, 300, 24)
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    got = fc.frechet_distance(x32, y32)
+    assert got.dtype == np.float64
+    want = ref.frechet_distance(x32.astype(np.float64), y32.astype(np.float64))
+    assert float(got) == pytest.approx(want, rel=FLOAT64_REFERENCE)
+
+
+def test_streaming_in_batches_equals_one_shot(rng):
+    x, y = _sets(rng, 1000, 700, 16)
+    stats = fc.gaussian_stats_init(16)
+    for batch in np.array_split(x, 7):
+        stats = fc.gaussian_stats_update(stats, batch)
+    one_shot = fc.gaussian_stats(x)
+    np.testing.assert_allclose(stats.mean, one_shot.mean, rtol=EXACT_ALGEBRA, atol=EXACT_ALGEBRA)
+    np.testing.assert_allclose(stats.scatter, one_shot.scatter, rtol=1e-11)
+    fd = fc.frechet_distance_from_stats(stats, fc.gaussian_stats(y))
+    assert float(fd) == pytest.approx(ref.frechet_distance(x, y), rel=FLOAT64_REFERENCE)
+
+
+def test_streaming_is_stable_far_from_the_origin(rng):
+    """Centred (Chan) merging: a 1e6 offset must not cancel away the covariance."""
+    x, y = _sets(rng, 2000, 2000, 8)
+    offset = 1e6
+    stats = fc.gaussian_stats_init(8)
+    for batch in np.array_split(x + offset, 10):
+        stats = fc.gaussian_stats_update(stats, batch)
+    fd = fc.frechet_distance_from_stats(stats, fc.gaussian_stats(y + offset))
+    assert float(fd) == pytest.approx(ref.frechet_distance(x, y), rel=1e-8)
+
+
+def test_kid_matches_reference_on_the_same_subsets(rng):
+    """KID = mean of per-subset unbiased MMD^2; reproduce the subsets from the key."""
+    x, y = _sets(rng, 120, 100, 8)
+    key = jax.random.key(3)
+    got = fc.kid(x, y, key=key, num_subsets=5, subset_size=50)
+    values = []
+    for k in jax.random.split(key, 5):
+        kx, ky = jax.random.split(k)
+        ix = np.asarray(jax.random.choice(kx, 120, (50,), replace=False))
+        iy = np.asarray(jax.random.choice(ky, 100, (50,), replace=False))
+        values.append(ref.mmd2_unbiased(x[ix], y[iy]))
+    assert float(got.mean) == pytest.approx(np.mean(values), rel=FLOAT64_REFERENCE)
+    assert float(got.std) == pytest.approx(np.std(values), rel=1e-8)
+
+
+def test_weighted_mmd_equals_mmd_of_the_repeated_rows(rng):
+    x, y = _sets(rng, 40, 30, 6)
+    wx = rng.integers(0, 3, 40).astype(float)
+    wy = rng.integers(1, 3, 30).astype(float)
+    got = fc.mmd2_weighted(x, wx, y, wy, block_size=16)
+    want = ref.mmd2_unbiased(np.repeat(x, wx.astype(int), 0), np.repeat(y, wy.astype(int), 0))
+    assert float(got) == pytest.approx(want, rel=FLOAT64_REFERENCE)
+
+
+def test_weighted_vendi_equals_vendi_of_the_repeated_rows(rng):
+    x, _ = _sets(rng, 30, 2, 5)
+    w = rng.integers(0, 4, 30).astype(float)
+    got = fc.vendi_score_weighted(x, w)
+    assert float(got) == pytest.approx(ref.vendi(np.repeat(x, w.astype(int), 0)), rel=FLOAT64_REFERENCE)
+
+
+def test_cosine_metrics_against_numpy(rng):
+    a, b, c, e = (rng.normal(size=(50, 12)) for _ in range(4))
+
+    def cos(u, v):
+        return np.sum(u * v, 1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)
+
+    np.testing.assert_allclose(fc.clip_score(a, b), cos(a, b), rtol=EXACT_ALGEBRA)
+    np.testing.assert_allclose(fc.clip_score(a, b, scale=100, clip_negative=True), 100 * np.maximum(cos(a, b), 0), rtol=EXACT_ALGEBRA)
+    np.testing.assert_allclose(fc.directional_similarity(a, b, c, e), cos(b - a, e - c), rtol=EXACT_ALGEBRA)
+    np.testing.assert_allclose(fc.image_similarity(a, c), cos(a, c), rtol=EXACT_ALGEBRA)
