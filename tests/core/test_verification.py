@@ -1,0 +1,90 @@
+"""Face verification summaries against sklearn and explicit loops."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import faceaudit.core as fc
+from tests import references as ref
+from tests.tolerances import EXACT_ALGEBRA, FLOAT64_REFERENCE
+
+
+@pytest.fixture
+def faces(rng):
+    """60 identities in 3 groups; same-group identities are closer (identity collapse)."""
+    n_id, per_id, d = 60, 5, 16
+    group_of_id = np.repeat(np.arange(3), n_id // 3)
+    group_centre = rng.normal(size=(3, d)) * 3
+    spread = np.array([1.0, 1.0, 0.3])[group_of_id][:, None]  # group 2 collapsed
+    centres = group_centre[group_of_id] + spread * rng.normal(size=(n_id, d))
+    identity = np.repeat(np.arange(n_id), per_id)
+    emb = centres[identity] + 0.35 * rng.normal(size=(n_id * per_id, d))
+    return emb, identity, group_of_id[identity]
+
+
+def test_pairs_are_balanced_and_valid(faces, key):
+    emb, identity, group = faces
+    for pool in ("any", "same_group"):
+        pairs = fc.verification_pairs(key, identity, group, impostors=pool)
+        gen = pairs.genuine
+        assert gen.sum() == (~gen).sum() == 60 * 10
+        assert np.all(identity[pairs.first[gen]] == identity[pairs.second[gen]])
+        assert np.all(identity[pairs.first[~gen]] != identity[pairs.second[~gen]])
+        if pool == "same_group":
+            assert np.all(group[pairs.first[~gen]] == group[pairs.second[~gen]])
+        assert len(set(zip(pairs.first, pairs.second))) == len(pairs.first)  # no duplicates
+
+
+def test_summaries_against_sklearn_and_loops(faces, key):
+    emb, identity, group = faces
+    pairs = fc.verification_pairs(key, identity, group, impostors="same_group")
+    scores = np.asarray(fc.pair_scores(emb, pairs))
+    gen = pairs.genuine
+    assert float(fc.roc_auc(scores, gen)) == pytest.approx(roc_auc_score(gen, scores), rel=EXACT_ALGEBRA)
+    assert float(fc.equal_error_rate(scores, gen)) == pytest.approx(ref.eer(scores, gen), abs=EXACT_ALGEBRA)
+    for far in (0.0, 0.01, 0.1):
+        assert float(fc.tar_at_far(scores, gen, far=far)) == pytest.approx(ref.tar_at_far(scores, gen, far), abs=EXACT_ALGEBRA)
+    fold = np.asarray(jax.random.permutation(jax.random.key(7), len(scores))) % 10
+    got = fc.verification_accuracy(jax.random.key(7), scores, gen, folds=10)
+    assert float(got) == pytest.approx(ref.cv_accuracy(scores, gen, fold), abs=FLOAT64_REFERENCE)
+
+
+def test_ties_are_handled_like_sklearn(rng):
+    scores = rng.integers(0, 5, 200).astype(float)  # heavy ties
+    gen = rng.random(200) < 0.5
+    assert float(fc.roc_auc(scores, gen)) == pytest.approx(roc_auc_score(gen, scores), rel=EXACT_ALGEBRA)
+    assert float(fc.equal_error_rate(scores, gen)) == pytest.approx(ref.eer(scores, gen), abs=EXACT_ALGEBRA)
+
+
+def test_weights_equal_repetition(rng):
+    scores = rng.normal(size=80)
+    gen = rng.random(80) < 0.4
+    w = rng.integers(1, 4, 80).astype(float)
+    rep = np.repeat(np.arange(80), w.astype(int))
+    assert float(fc.roc_auc(scores, gen, weights=w)) == pytest.approx(roc_auc_score(gen[rep], scores[rep]), rel=EXACT_ALGEBRA)
+
+
+def test_same_group_impostors_expose_collapsed_groups(faces, key):
+    """The collapsed group (2) is hard only when impostors come from the same group."""
+    emb, identity, group = faces
+
+    def accuracy(pool, g):
+        rows = group == g
+        pairs = fc.verification_pairs(key, identity[rows], group[rows], impostors=pool)
+        return float(fc.verification_accuracy(key, fc.pair_scores(emb[rows], pairs), pairs.genuine))
+
+    assert accuracy("same_group", 2) < accuracy("same_group", 0) - 0.1
+    all_pairs = fc.verification_pairs(key, identity, group, impostors="any")
+    assert float(fc.verification_accuracy(key, fc.pair_scores(emb, all_pairs), all_pairs.genuine)) > 0.95
+
+
+def test_verification_input_errors(key):
+    with pytest.raises(ValueError, match="no identity has two or more images"):
+        fc.verification_pairs(key, np.arange(10))
+    with pytest.raises(ValueError, match="needs group labels"):
+        fc.verification_pairs(key, np.repeat(np.arange(5), 2), impostors="same_group")
+    with pytest.raises(ValueError, match="both genuine and impostor"):
+        fc.roc_auc(np.arange(5.0), np.ones(5, bool))
