@@ -43,12 +43,21 @@ def xla_only():
         jax.clear_caches()
 
 
-def _dispatch(host_fn, xla_fn, out_shape, *args):
-    if not _HOST_LAPACK:
+# Below this size XLA's own GEMM is as fast as a host BLAS call plus its copy. The
+# decompositions always go to the host on CPU: besides speed and accuracy, jaxlib 0.10's
+# CPU eigensolver deadlocked (idle, never returning) when batched inside nested
+# vmap/map, as the per-group bootstrap does; numpy's LAPACK wrappers do not.
+GEMM_HOST_MIN_SIZE = 192
+
+
+def _dispatch(host_fn, xla_fn, out_shape, *args, size: int | None = None):
+    if not _HOST_LAPACK or (size is not None and size < GEMM_HOST_MIN_SIZE):
         return xla_fn(*args)
 
     def on_cpu(*a):
-        return jax.pure_callback(host_fn, out_shape, *a, vmap_method="sequential")
+        # expand_dims: under vmap the callback receives the whole batch at once (leading
+        # axes), and numpy's LAPACK wrappers loop over it without re-entering Python.
+        return jax.pure_callback(host_fn, out_shape, *a, vmap_method="expand_dims")
 
     return jax.lax.platform_dependent(*args, cpu=on_cpu, default=xla_fn)
 
@@ -58,21 +67,33 @@ def _dispatch(host_fn, xla_fn, out_shape, *args):
 
 def _host_gram(x):
     x = np.asarray(x)
-    return x.T @ x  # numpy recognises the transposed self-product and calls BLAS syrk
+    if x.ndim == 2:
+        return x.T @ x  # numpy recognises the transposed self-product and calls BLAS syrk
+    return np.matmul(np.swapaxes(x, -1, -2), x)
 
 
 def gram(x: jax.Array) -> jax.Array:
     """``x.T @ x`` for an ``(n, d)`` array, in the dtype of ``x``."""
     d = x.shape[1]
     out = jax.ShapeDtypeStruct((d, d), x.dtype)
-    return _dispatch(_host_gram, lambda a: a.T @ a, out, x)
+    return _dispatch(_host_gram, lambda a: a.T @ a, out, x, size=d)
 
 
 # --- eigenvalues and singular values ---------------------------------------------------
 
 
+def _eigvalsh_values_only(a):
+    # LAPACK syevr, eigenvalues only (scipy's OpenBLAS; numpy's eigvalsh took 5 ms at
+    # d = 64 here, against 0.3 ms for this call).
+    return scipy.linalg.eigvalsh(a, driver="evr", check_finite=False)
+
+
 def _host_eigvalsh(a):
-    return np.linalg.eigvalsh(np.asarray(a))
+    a = np.asarray(a)
+    if a.ndim == 2:
+        return _eigvalsh_values_only(a)
+    flat = a.reshape(-1, *a.shape[-2:])
+    return np.stack([_eigvalsh_values_only(m) for m in flat]).reshape(a.shape[:-1])
 
 
 def eigvalsh(a: jax.Array) -> jax.Array:
@@ -82,7 +103,11 @@ def eigvalsh(a: jax.Array) -> jax.Array:
 
 
 def _host_svdvals(m):
-    return np.linalg.svd(np.asarray(m), compute_uv=False)
+    m = np.asarray(m)
+    if m.ndim == 2:
+        return scipy.linalg.svdvals(m, check_finite=False)
+    flat = m.reshape(-1, *m.shape[-2:])
+    return np.stack([scipy.linalg.svdvals(a, check_finite=False) for a in flat]).reshape(*m.shape[:-2], -1)
 
 
 def singular_values(m: jax.Array) -> jax.Array:
@@ -95,22 +120,26 @@ def singular_values(m: jax.Array) -> jax.Array:
 
 
 def _host_product_spectrum(s1, s2):
-    s1 = np.asarray(s1)
-    s2 = np.asarray(s2)
+    s1, s2 = np.broadcast_arrays(np.asarray(s1), np.asarray(s2))
+    if s1.ndim > 2:
+        flat = [_host_product_spectrum(a, b) for a, b in zip(s1.reshape(-1, *s1.shape[-2:]), s2.reshape(-1, *s2.shape[-2:]))]
+        return np.stack(flat).reshape(s1.shape[:-1])
     try:
         factor = scipy.linalg.cholesky(s1, lower=True, check_finite=False)
-        # L^T S2 L with two triangular multiplies (half the flops of general GEMMs).
-        trmm = scipy.linalg.blas.get_blas_funcs("trmm", (factor, s2))
-        right = trmm(1.0, factor, s2, side=1, lower=1)  # S2 L
+        # L^T S2 L with two triangular multiplies (half the flops of general GEMMs);
+        # Fortran order so BLAS works in place without copies.
+        factor = np.asfortranarray(factor)
+        trmm = scipy.linalg.blas.get_blas_funcs("trmm", (factor,))
+        right = trmm(1.0, factor, np.asfortranarray(s2), side=1, lower=1)  # S2 L
         core = trmm(1.0, factor, right, side=0, lower=1, trans_a=1)  # L^T S2 L
     except np.linalg.LinAlgError:
         # Singular covariance (fewer samples than dimensions, duplicated or constant
         # features): use the symmetric square-root factor, clipping round-off negatives.
-        evals, evecs = np.linalg.eigh(s1)
+        evals, evecs = scipy.linalg.eigh(s1, check_finite=False)
         factor = evecs * np.sqrt(np.clip(evals, 0.0, None))
         core = factor.T @ s2 @ factor
     core = 0.5 * (core + core.T)
-    return np.sqrt(np.clip(np.linalg.eigvalsh(core), 0.0, None))
+    return np.sqrt(np.clip(_eigvalsh_values_only(core), 0.0, None))
 
 
 def _xla_product_spectrum(s1, s2):

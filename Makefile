@@ -1,0 +1,33 @@
+# Two commands do all the set-up (README): `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps re-run the install when pyproject.toml changes.
+$(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e ".[test]"
+	touch $@ $(VENV)/.base
+
+## run: install faceaudit and run the main job on its embedded default
+run: $(VENV)/.base
+	$(BIN)/faceaudit demo
+
+## test: install faceaudit with the test and peer-library extras, run the whole suite
+test: $(VENV)/.test
+	$(BIN)/python -m pytest
+
+## bench: time faceaudit against the peer libraries (minutes; writes benchmarks/results/)
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/metrics.py --out benchmarks/results/metrics.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

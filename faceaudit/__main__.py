@@ -1,0 +1,3 @@
+from faceaudit.cli import main
+
+main()
