@@ -171,6 +171,98 @@ def demo(
         _write_json(report, json_out)
 
 
+survey_app = typer.Typer(help="Human-judgement survey tables: import them into tidy Parquet.", no_args_is_help=True)
+app.add_typer(survey_app, name="survey")
+
+
+@survey_app.command("import")
+def survey_import(
+    file: Annotated[Path, typer.Argument(help="The survey CSV.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Tidy Parquet to write (one row per response).")],
+    fmt: Annotated[str, typer.Option("--format", help="Survey format; limitations-2024 is the AAAI 2024 study's.")] = "limitations-2024",
+) -> None:
+    """De-duplicate a survey file into one row per response, with the pictured person's
+    race and gender read off the image path, the edit attribute, answers and metrics."""
+    from faceaudit import survey
+
+    try:
+        tidy = survey.read_survey(file, fmt)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    survey.write_parquet(tidy, out)
+    console.print(f"{len(tidy)} responses ({tidy['item'].nunique()} images) -> {out}")
+
+
+@app.command()
+def disparity(
+    table: Annotated[Path, typer.Argument(help="Tidy Parquet (or CSV): one row per response or image.")],
+    outcome: Annotated[str, typer.Option(help="Outcome column, e.g. Q1, Q2, clip_direction.")],
+    group: Annotated[str, typer.Option(help="Group column(s); 'race,gender' models the intersections.")] = "race",
+    kind: Annotated[str, typer.Option(help="binary | ordinal | continuous.")] = "binary",
+    success: Annotated[str | None, typer.Option(help="Binary outcomes: the value that counts as success.")] = None,
+    lower_is_better: Annotated[bool, typer.Option("--lower-is-better", help="Worst group = highest value (distances, errors).")] = False,
+    reference: Annotated[str | None, typer.Option(help="Compare every group with this one.")] = None,
+    attribute: Annotated[str, typer.Option(help="Edit/attribute column ('' for none).")] = "attribute",
+    item: Annotated[str, typer.Option(help="Item (image) column ('' for none).")] = "item",
+    samples: Annotated[int, typer.Option(help="Posterior draws per chain.")] = 500,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps per chain.")] = 500,
+    chains: Annotated[int, typer.Option(help="Chains.")] = 4,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    hdi: Annotated[float, typer.Option(help="HDI probability.")] = 0.95,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summaries as JSON here.")] = None,
+    posterior: Annotated[Path | None, typer.Option(help="Write the arviz InferenceData (netCDF) here.")] = None,
+) -> None:
+    """Who is served worse, by how much, how sure: a hierarchical Bayesian model of one
+    outcome across groups (partially pooled, with edit and image effects), its posterior
+    group means with HDIs, the probability that each group is the worst, pairwise
+    contrasts, and the classical tests beside it."""
+    import pandas as pd
+
+    from faceaudit import disparity as dsp
+
+    try:
+        spec = dsp.DisparitySpec(
+            outcome=outcome, group=tuple(g.strip() for g in group.split(",") if g.strip()), kind=kind,
+            success=success, attribute=attribute or None, item=item or None,
+            higher_is_better=not lower_is_better, reference=reference, hdi_prob=hdi,
+            num_warmup=warmup, num_samples=samples, num_chains=chains, seed=seed,
+        )
+        if not table.is_file():
+            raise FileNotFoundError(f"table not found: {table}")
+        frame = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
+        data = dsp.PreparedData(frame, spec, source=str(table))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    with console.status(f"sampling {chains} chains x {samples} draws"):
+        idata = dsp.fit(data)
+    diag = dsp.diagnostics(idata, warn=False)
+    summary = dsp.summarise(idata, data)
+    summary["diagnostics"] = diag
+    summary["frequentist"] = dsp.frequentist(data)
+    summary["table"] = str(table)
+    t = Table(title=f"{outcome} by {group} ({kind}{', success = ' + success if success else ''}): posterior mean, {int(hdi * 100)}% HDI")
+    for col in ("group", "n", "observed", "mean", "HDI", "P(worst)"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for g in summary["groups"]:
+        t.add_row(g["group"], str(g["n"]), f"{g['observed']:.3f}", f"{g['mean']:.3f}", f"[{g['hdi_low']:.3f}, {g['hdi_high']:.3f}]", f"{g['p_worst']:.3f}")
+    console.print(t)
+    gap = summary["gap"]
+    console.print(f"gap best-worst: {gap['mean']:.3f} [{gap['hdi_low']:.3f}, {gap['hdi_high']:.3f}]")
+    freq = summary["frequentist"]
+    tests = [f"ANOVA p = {freq['anova']['p_value']:.2g}", f"Kruskal-Wallis p = {freq['kruskal_wallis']['p_value']:.2g}"]
+    if "chi2" in freq:
+        tests.insert(0, f"chi-square p = {freq['chi2']['p_value']:.2g}")
+    console.print("classical: " + ", ".join(tests))
+    console.print(f"diagnostics: R-hat max {diag['max_r_hat']:.3f}, ESS bulk min {diag['min_ess_bulk']:.0f}, divergences {diag['divergences']}")
+    for problem in diag["problems"]:
+        err_console.print(f"[yellow]warning:[/] {problem}")
+    if json_out:
+        _write_json(summary, json_out)
+    if posterior:
+        dsp.save_idata(idata, posterior)
+        console.print(f"wrote {posterior}")
+
+
 def main() -> None:  # console-script entry point
     app()
 

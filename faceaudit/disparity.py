@@ -1,0 +1,286 @@
+"""Posterior disparity estimates from per-image outcomes: fit, summarise, report.
+
+Turns a tidy table (one row per response or image) into an arviz ``InferenceData`` from
+the models in ``faceaudit.models.disparity`` plus the summaries people ask for: per-group
+means with HDIs, pairwise differences and ratios, the best-worst gap, the probability that
+each group is the worst, a comparison with a reference group, diagnostics, and the
+frequentist view beside it (Wilson intervals, chi-square / ANOVA, Kruskal-Wallis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import arviz as az
+import jax
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from faceaudit.core._groups import GROUP_SEPARATOR
+
+KINDS = ("binary", "ordinal", "continuous")
+
+
+@dataclasses.dataclass(frozen=True)
+class DisparitySpec:
+    """What to model. ``group`` lists factor columns (two or more: intersections)."""
+
+    outcome: str
+    group: tuple[str, ...]
+    kind: str = "binary"
+    success: str | None = None  # binary: the value counted as success
+    attribute: str | None = "attribute"  # edit column (None: no edit effect)
+    item: str | None = "item"  # image column (None: no item effect)
+    higher_is_better: bool = True
+    reference: str | None = None
+    hdi_prob: float = 0.95
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "binary" and self.success is None:
+            raise ValueError("a binary outcome needs --success (the value that counts as success)")
+        if not self.group:
+            raise ValueError("name at least one group column")
+        if not 0 < self.hdi_prob < 1:
+            raise ValueError(f"hdi_prob must lie in (0, 1), got {self.hdi_prob}")
+
+
+class PreparedData:
+    """Validated arrays and labels for one fit."""
+
+    def __init__(self, frame: pd.DataFrame, spec: DisparitySpec, source: str = "table"):
+        from faceaudit.models.disparity import Design
+
+        needed = [spec.outcome, *spec.group] + [c for c in (spec.attribute, spec.item) if c]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{source}: no column(s) {missing}; columns are {list(frame.columns)}")
+        for col in needed:
+            empty = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+            if empty.any():
+                raise ValueError(f"{source}: column {col!r} has {int(empty.sum())} missing value(s), first in row {int(np.flatnonzero(empty)[0])}")
+        codes, levels = [], []
+        for col in spec.group:
+            cat = pd.Categorical(frame[col].astype(str))
+            codes.append(np.asarray(cat.codes))
+            levels.append(list(cat.categories))
+        cells = pd.Series([GROUP_SEPARATOR.join(v) for v in zip(*(frame[c].astype(str) for c in spec.group))])
+        cell_cat = pd.Categorical(cells)
+        self.cells = list(cell_cat.categories)
+        self.cell_codes = np.asarray(cell_cat.codes)
+        y_raw = frame[spec.outcome]
+        if spec.kind == "binary":
+            values = set(y_raw.astype(str))
+            if spec.success not in values:
+                raise ValueError(f"{source}: outcome {spec.outcome!r} never equals {spec.success!r}; its values are {sorted(values)}")
+            y = (y_raw.astype(str) == spec.success).to_numpy().astype(np.int32)
+            self.observed = pd.Series(y).groupby(self.cell_codes).mean().to_numpy()
+        elif spec.kind == "ordinal":
+            num = pd.to_numeric(y_raw, errors="coerce")
+            if num.isna().any() or not np.allclose(num, np.round(num)):
+                raise ValueError(f"{source}: ordinal outcome {spec.outcome!r} must hold integer ratings")
+            self.low_category = int(num.min())
+            y = (num - self.low_category).to_numpy().astype(np.int32)
+            self.n_categories = int(num.max()) - self.low_category + 1
+            self.observed = pd.Series(num.to_numpy()).groupby(self.cell_codes).mean().to_numpy()
+        else:
+            num = pd.to_numeric(y_raw, errors="coerce")
+            if num.isna().any():
+                raise ValueError(f"{source}: continuous outcome {spec.outcome!r} has non-numeric values")
+            self.location, self.scale = float(num.mean()), float(num.std())
+            if not self.scale > 0:
+                raise ValueError(f"{source}: outcome {spec.outcome!r} is constant; there is no disparity to estimate")
+            y = ((num - self.location) / self.scale).to_numpy()
+            self.observed = pd.Series(num.to_numpy()).groupby(self.cell_codes).mean().to_numpy()
+        if spec.kind != "continuous" and len(np.unique(y)) < 2:
+            raise ValueError(f"{source}: outcome {spec.outcome!r} takes one value only; there is no disparity to estimate")
+        self.y = y
+        self.counts = np.bincount(self.cell_codes, minlength=len(self.cells))
+        if spec.reference is not None and spec.reference not in self.cells:
+            raise ValueError(f"reference group {spec.reference!r} is not one of {self.cells}")
+
+        def code(col):
+            if col is None:
+                return np.zeros(len(frame), np.int32), 1
+            cat = pd.Categorical(frame[col].astype(str))
+            return np.asarray(cat.codes, np.int32), len(cat.categories)
+
+        attr, n_attr = code(spec.attribute)
+        item, n_item = code(spec.item)
+        self.design = Design(
+            tuple(jax.numpy.asarray(c) for c in codes), tuple(len(lv) for lv in levels),
+            jax.numpy.asarray(self.cell_codes), len(self.cells),
+            jax.numpy.asarray(attr), n_attr, jax.numpy.asarray(item), n_item,
+        )
+        self.spec = spec
+
+
+def fit(data: PreparedData, *, progress: bool = False) -> az.InferenceData:
+    """NUTS (vectorised chains) on the prepared data; returns InferenceData with ``cell``."""
+    from numpyro.infer import MCMC, NUTS
+
+    from faceaudit.models import disparity as models
+
+    spec = data.spec
+    if spec.kind == "binary":
+        model, kwargs = models.binary_model, {}
+    elif spec.kind == "ordinal":
+        model, kwargs = models.ordinal_model, {"n_categories": data.n_categories}
+    else:
+        model, kwargs = models.continuous_model, {}
+    mcmc = MCMC(
+        NUTS(model, target_accept_prob=0.9),
+        num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains,
+        chain_method="vectorized", progress_bar=progress,
+    )
+    mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y), **kwargs)
+    idata = az.from_numpyro(mcmc, coords={"cell": data.cells}, dims={"cell_mean": ["cell"]})
+    cm = idata.posterior["cell_mean"]
+    if spec.kind == "ordinal":
+        idata.posterior["cell_mean"] = cm + data.low_category
+    elif spec.kind == "continuous":
+        idata.posterior["cell_mean"] = cm * data.scale + data.location
+    return idata
+
+
+def diagnostics(idata: az.InferenceData, *, warn: bool = True) -> dict:
+    """R-hat, bulk/tail ESS and divergences of ``cell_mean``; ``problems`` says what to do.
+
+    With ``warn=True`` each problem is also raised as a ``RuntimeWarning``.
+    """
+    summary = az.summary(idata, var_names=["cell_mean"], kind="diagnostics")
+    divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    out = {
+        "max_r_hat": float(summary["r_hat"].max()),
+        "min_ess_bulk": float(summary["ess_bulk"].min()),
+        "min_ess_tail": float(summary["ess_tail"].min()),
+        "divergences": divergences,
+    }
+    problems = []
+    if out["max_r_hat"] > 1.01:
+        problems.append(f"R-hat {out['max_r_hat']:.3f} > 1.01: chains disagree; run longer (--samples, --warmup)")
+    if min(out["min_ess_bulk"], out["min_ess_tail"]) < 400:
+        problems.append("effective sample size < 400: intervals are imprecise; draw more samples")
+    if divergences:
+        problems.append(f"{divergences} divergent transitions: raise --target-accept or simplify the grouping")
+    out["ok"] = not problems
+    out["problems"] = problems
+    if warn:
+        for p in problems:
+            warnings.warn(f"disparity fit: {p}", RuntimeWarning, stacklevel=2)
+    return out
+
+
+def _hdi(samples: np.ndarray, prob: float) -> tuple[float, float]:
+    lo, hi = az.hdi(samples, hdi_prob=prob)
+    return float(lo), float(hi)
+
+
+def summarise(idata: az.InferenceData, data: PreparedData) -> dict:
+    """JSON-ready summaries of ``cell_mean``: groups, pairwise contrasts, gap, reference."""
+    spec = data.spec
+    draws = idata.posterior["cell_mean"].stack(sample=("chain", "draw")).transpose("sample", "cell").values
+    worst_idx = np.argmin(draws, axis=1) if spec.higher_is_better else np.argmax(draws, axis=1)
+    p_worst = np.bincount(worst_idx, minlength=draws.shape[1]) / draws.shape[0]
+    groups = []
+    for j, cell in enumerate(data.cells):
+        lo, hi = _hdi(draws[:, j], spec.hdi_prob)
+        groups.append(
+            {
+                "group": cell, "n": int(data.counts[j]), "observed": float(data.observed[j]),
+                "mean": float(draws[:, j].mean()), "sd": float(draws[:, j].std()),
+                "hdi_low": lo, "hdi_high": hi, "p_worst": float(p_worst[j]),
+            }
+        )
+    pairs = []
+    for a in range(len(data.cells)):
+        for b in range(a + 1, len(data.cells)):
+            diff = draws[:, a] - draws[:, b]
+            ratio = draws[:, a] / draws[:, b]
+            lo, hi = _hdi(diff, spec.hdi_prob)
+            rlo, rhi = _hdi(ratio, spec.hdi_prob)
+            pairs.append(
+                {
+                    "group": data.cells[a], "versus": data.cells[b], "difference": float(diff.mean()),
+                    "hdi_low": lo, "hdi_high": hi, "p_greater": float((diff > 0).mean()),
+                    "ratio": float(ratio.mean()), "ratio_hdi_low": rlo, "ratio_hdi_high": rhi,
+                }
+            )
+    gap = draws.max(axis=1) - draws.min(axis=1)
+    glo, ghi = _hdi(gap, spec.hdi_prob)
+    out = {
+        "outcome": spec.outcome, "kind": spec.kind, "success": spec.success, "group_by": list(spec.group),
+        "hdi_prob": spec.hdi_prob, "higher_is_better": spec.higher_is_better,
+        "groups": groups, "pairwise": pairs,
+        "gap": {"mean": float(gap.mean()), "hdi_low": glo, "hdi_high": ghi},
+    }
+    if spec.reference is not None:
+        r = data.cells.index(spec.reference)
+        out["versus_reference"] = []
+        for j, cell in enumerate(data.cells):
+            if j == r:
+                continue
+            diff = draws[:, j] - draws[:, r]
+            lo, hi = _hdi(diff, spec.hdi_prob)
+            worse = diff < 0 if spec.higher_is_better else diff > 0
+            out["versus_reference"].append(
+                {"group": cell, "reference": spec.reference, "difference": float(diff.mean()), "hdi_low": lo, "hdi_high": hi, "p_worse": float(worse.mean())}
+            )
+    return out
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def frequentist(data: PreparedData, confidence: float = 0.95) -> dict:
+    """The study's classical view: per-group raw rates/means, intervals and tests."""
+    spec = data.spec
+    samples = [data.y[data.cell_codes == j] for j in range(len(data.cells))]
+    rows = []
+    for cell, s in zip(data.cells, samples):
+        row = {"group": cell, "n": int(s.size)}
+        if spec.kind == "binary":
+            row["rate"] = float(s.mean())
+            row["wilson_low"], row["wilson_high"] = wilson_interval(int(s.sum()), int(s.size), confidence)
+        rows.append(row)
+    out = {"groups": rows}
+    if spec.kind == "binary":
+        table = np.array([[int(s.sum()), int(s.size - s.sum())] for s in samples])
+        chi2, p, dof, _ = stats.chi2_contingency(table)
+        out["chi2"] = {"statistic": float(chi2), "dof": int(dof), "p_value": float(p)}
+    values = [s.astype(float) for s in samples]
+    f, p = stats.f_oneway(*values)
+    h, pk = stats.kruskal(*values)
+    out["anova"] = {"F": float(f), "p_value": float(p)}
+    out["kruskal_wallis"] = {"H": float(h), "p_value": float(pk)}
+    return out
+
+
+def save_idata(idata: az.InferenceData, path: str | Path) -> None:
+    """Write netCDF atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

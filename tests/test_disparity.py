@@ -1,0 +1,177 @@
+"""Disparity models: conjugate closed forms, calibration, summaries, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from numpyro.infer import MCMC, NUTS
+from scipy import stats
+from typer.testing import CliRunner
+
+from faceaudit import disparity
+from faceaudit.cli import app
+from faceaudit.models.disparity import beta_binomial_model
+from tests.tolerances import monte_carlo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sampler_matches_the_beta_binomial_closed_form():
+    successes, trials = np.array([37, 55, 12]), np.array([40, 70, 30])
+    mcmc = MCMC(NUTS(beta_binomial_model), num_warmup=500, num_samples=4000, num_chains=1, progress_bar=False)
+    mcmc.run(jax.random.key(0), successes, trials, a=2.0, b=2.0)
+    p = np.asarray(mcmc.get_samples()["p"])
+    post = stats.beta(2.0 + successes, 2.0 + trials - successes)
+    ess = np.asarray([200.0] * 3)  # conservative lower bound on the effective sample size
+    se = post.std() / np.sqrt(ess)
+    np.testing.assert_array_less(np.abs(p.mean(0) - post.mean()), monte_carlo(se))
+    for q in (0.05, 0.95):
+        np.testing.assert_array_less(np.abs(np.quantile(p, q, axis=0) - post.ppf(q)), monte_carlo(se) * 1.5)
+
+
+def _frame(rng, n_per=80, rates=(0.92, 0.6, 0.85)):
+    groups = np.repeat(["A", "B", "C"], n_per)
+    y = np.concatenate([rng.random(n_per) < r for r in rates])
+    return pd.DataFrame(
+        {"outcome": np.where(y, "Yes", "No"), "group": groups, "sex": rng.choice(["F", "M"], groups.size),
+         "attribute": rng.choice(["smile", "old"], groups.size), "item": rng.integers(0, 30, groups.size).astype(str),
+         "score": rng.normal(size=groups.size) + (groups == "B") * 0.8, "rating": rng.integers(1, 6, groups.size)}
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(1)
+    frame = _frame(rng)
+    spec = disparity.DisparitySpec(outcome="outcome", group=("group",), success="Yes", reference="A", num_warmup=300, num_samples=300, num_chains=2)
+    data = disparity.PreparedData(frame, spec)
+    idata = disparity.fit(data)
+    return frame, data, idata, disparity.summarise(idata, data)
+
+
+def test_summaries_find_the_worst_group(fitted):
+    frame, data, idata, summary = fitted
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert groups["B"]["p_worst"] > 0.9
+    for g in summary["groups"]:
+        assert g["hdi_low"] < g["mean"] < g["hdi_high"]
+        assert g["observed"] == pytest.approx((frame.loc[frame.group == g["group"], "outcome"] == "Yes").mean())
+    assert sum(g["p_worst"] for g in summary["groups"]) == pytest.approx(1.0)
+    assert {(p["group"], p["versus"]) for p in summary["pairwise"]} == {("A", "B"), ("A", "C"), ("B", "C")}
+    ref = {r["group"]: r for r in summary["versus_reference"]}
+    assert ref["B"]["p_worse"] > 0.9 and ref["B"]["difference"] < 0
+    assert 0 < summary["gap"]["hdi_low"] < summary["gap"]["mean"]
+
+
+def test_posterior_roundtrips_through_netcdf(fitted, tmp_path):
+    import arviz as az
+
+    _, data, idata, _ = fitted
+    disparity.save_idata(idata, tmp_path / "posterior.nc")
+    back = az.from_netcdf(tmp_path / "posterior.nc")
+    assert list(back.posterior["cell_mean"].coords["cell"].values) == data.cells
+
+
+def test_wilson_interval_matches_statsmodels_formula():
+    lo, hi = disparity.wilson_interval(388, 439)
+    # Closed form evaluated independently (Wilson 1927) with z = 1.959964.
+    z, n, p = 1.959963984540054, 439, 388 / 439
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    assert (lo, hi) == pytest.approx((centre - half, centre + half), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind, outcome, extra", [("ordinal", "rating", {}), ("continuous", "score", {})])
+def test_ordinal_and_continuous_models_recover_group_means(kind, outcome, extra):
+    rng = np.random.default_rng(2)
+    frame = _frame(rng)
+    spec = disparity.DisparitySpec(outcome=outcome, group=("group",), kind=kind, num_warmup=300, num_samples=300, num_chains=2)
+    data = disparity.PreparedData(frame, spec)
+    summary = disparity.summarise(disparity.fit(data), data)
+    for g in summary["groups"]:
+        assert g["hdi_low"] - 0.1 < g["observed"] < g["hdi_high"] + 0.1
+    if kind == "continuous":
+        assert max(summary["groups"], key=lambda g: g["mean"])["group"] == "B"
+
+
+def test_intersections_are_cells(fitted):
+    frame = fitted[0]
+    spec = disparity.DisparitySpec(outcome="outcome", group=("group", "sex"), success="Yes", num_warmup=200, num_samples=200, num_chains=2)
+    data = disparity.PreparedData(frame, spec)
+    assert data.cells == ["A x F", "A x M", "B x F", "B x M", "C x F", "C x M"]
+    summary = disparity.summarise(disparity.fit(data), data)
+    assert len(summary["groups"]) == 6
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        (lambda f: f, {"group": ("race",)}, r"no column\(s\) \['race'\]"),
+        (lambda f: f.assign(outcome=f.outcome.where(f.index != 5, None)), {}, "has 1 missing value"),
+        (lambda f: f.assign(outcome="Yes"), {}, "takes one value only"),
+        (lambda f: f, {"success": "Maybe"}, "never equals 'Maybe'"),
+        (lambda f: f, {"reference": "Z"}, "reference group 'Z' is not one of"),
+    ],
+)
+def test_bad_input_is_named(change, kwargs, message):
+    frame = change(_frame(np.random.default_rng(3)))
+    base = dict(outcome="outcome", group=("group",), success="Yes")
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        disparity.PreparedData(frame, disparity.DisparitySpec(**base))
+
+
+def test_constant_continuous_outcome_is_refused():
+    frame = _frame(np.random.default_rng(3)).assign(score=1.0)
+    with pytest.raises(ValueError, match="is constant"):
+        disparity.PreparedData(frame, disparity.DisparitySpec(outcome="score", group=("group",), kind="continuous"))
+
+
+def test_cli_writes_the_promised_json(tmp_path):
+    frame = _frame(np.random.default_rng(4))
+    table = tmp_path / "t.parquet"
+    frame.to_parquet(table)
+    out = tmp_path / "d.json"
+    result = CliRunner().invoke(
+        app,
+        ["disparity", str(table), "--outcome", "outcome", "--success", "Yes", "--group", "group",
+         "--samples", "200", "--warmup", "200", "--chains", "2", "--json", str(out), "--posterior", str(tmp_path / "p.nc")],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for row in report["groups"]:
+        assert {"group", "n", "observed", "mean", "hdi_low", "hdi_high", "p_worst"} <= set(row)
+    assert "chi2" in report["frequentist"] and (tmp_path / "p.nc").is_file()
+    bad = CliRunner().invoke(app, ["disparity", str(table), "--outcome", "nope", "--success", "Yes"])
+    assert bad.exit_code == 2 and "no column(s) ['nope', 'race']" in bad.output
+
+
+def test_reduced_calibration_run():
+    """A reduced simulation-based calibration: 90% intervals over 8 prior draws x 4
+    groups. The full run (experiments/disparity_calibration.py) uses 100 fits."""
+    sys.path.insert(0, str(ROOT))
+    from experiments.disparity_calibration import coverage
+
+    result = coverage(fits=8, level=0.9, samples=200, warmup=200)
+    # 32 intervals at nominal 0.9: P(coverage < 0.72) < 0.5% under correct calibration.
+    assert result["coverage"] >= 0.72
+
+
+def test_experiment_smoke(tmp_path):
+    survey = ROOT.parent / "shared/data/limitations-survey/survey_metrics_SDv2.1_Celeb_demog_df.csv"
+    if not survey.is_file():
+        pytest.skip("../shared survey data not present")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/survey_identity.py"), "--survey", str(survey), "--out", str(tmp_path),
+         "--samples", "100", "--warmup", "100", "--chains", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"Asian": 0.884' in proc.stdout and (tmp_path / "identity_preservation.png").is_file()
