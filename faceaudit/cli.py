@@ -239,6 +239,7 @@ def disparity(
     summary = dsp.summarise(idata, data)
     summary["diagnostics"] = diag
     summary["frequentist"] = dsp.frequentist(data)
+    summary["predictive_checks"] = dsp.predictive_checks(idata, data)
     summary["table"] = str(table)
     t = Table(title=f"{outcome} by {group} ({kind}{', success = ' + success if success else ''}): posterior mean, {int(hdi * 100)}% HDI")
     for col in ("group", "n", "observed", "mean", "HDI", "P(worst)"):
@@ -254,6 +255,9 @@ def disparity(
         tests.insert(0, f"chi-square p = {freq['chi2']['p_value']:.2g}")
     console.print("classical: " + ", ".join(tests))
     console.print(f"diagnostics: R-hat max {diag['max_r_hat']:.3f}, ESS bulk min {diag['min_ess_bulk']:.0f}, divergences {diag['divergences']}")
+    misfit = [c["group"] for c in summary["predictive_checks"] if not 0.01 < c["ppc_p_value"] < 0.99]
+    if misfit:
+        diag["problems"].append(f"posterior predictive p-value outside (0.01, 0.99) for {misfit}: the model misfits these groups")
     for problem in diag["problems"]:
         err_console.print(f"[yellow]warning:[/] {problem}")
     if json_out:

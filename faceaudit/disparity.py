@@ -61,6 +61,16 @@ class PreparedData:
     def __init__(self, frame: pd.DataFrame, spec: DisparitySpec, source: str = "table"):
         from faceaudit.models.disparity import Design
 
+        if spec.kind == "continuous" and spec.item and spec.item in frame.columns and spec.outcome in frame.columns:
+            # A per-image metric (CLIP score of the image) repeats identically on every
+            # response about that image; an item effect would then explain the data
+            # exactly and the residual scale collapses (R-hat 4 on the study's survey).
+            # The image is the unit: keep one row per image and drop the item effect.
+            per_item = frame.groupby(spec.item)[spec.outcome].nunique(dropna=False)
+            if (per_item <= 1).all():
+                frame = frame.drop_duplicates(subset=[spec.item]).reset_index(drop=True)
+                spec = dataclasses.replace(spec, item=None)
+
         needed = [spec.outcome, *spec.group] + [c for c in (spec.attribute, spec.item) if c]
         missing = [c for c in needed if c not in frame.columns]
         if missing:
@@ -125,9 +135,13 @@ class PreparedData:
         self.spec = spec
 
 
-def fit(data: PreparedData, *, progress: bool = False) -> az.InferenceData:
-    """NUTS (vectorised chains) on the prepared data; returns InferenceData with ``cell``."""
-    from numpyro.infer import MCMC, NUTS
+def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True) -> az.InferenceData:
+    """NUTS (vectorised chains) on the prepared data; returns InferenceData with ``cell``.
+
+    With ``predictive=True`` the InferenceData also holds prior and posterior predictive
+    draws of ``y`` (for ``predictive_checks``).
+    """
+    from numpyro.infer import MCMC, NUTS, Predictive
 
     from faceaudit.models import disparity as models
 
@@ -144,7 +158,12 @@ def fit(data: PreparedData, *, progress: bool = False) -> az.InferenceData:
         chain_method="vectorized", progress_bar=progress,
     )
     mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y), **kwargs)
-    idata = az.from_numpyro(mcmc, coords={"cell": data.cells}, dims={"cell_mean": ["cell"]})
+    extra = {}
+    if predictive:
+        key_prior, key_post = jax.random.split(jax.random.key(spec.seed + 1))
+        extra["prior"] = Predictive(model, num_samples=500)(key_prior, data.design, **kwargs)
+        extra["posterior_predictive"] = Predictive(model, mcmc.get_samples())(key_post, data.design, **kwargs)
+    idata = az.from_numpyro(mcmc, coords={"cell": data.cells}, dims={"cell_mean": ["cell"]}, **extra)
     cm = idata.posterior["cell_mean"]
     if spec.kind == "ordinal":
         idata.posterior["cell_mean"] = cm + data.low_category
@@ -236,6 +255,40 @@ def summarise(idata: az.InferenceData, data: PreparedData) -> dict:
             out["versus_reference"].append(
                 {"group": cell, "reference": spec.reference, "difference": float(diff.mean()), "hdi_low": lo, "hdi_high": hi, "p_worse": float(worse.mean())}
             )
+    return out
+
+
+def predictive_checks(idata: az.InferenceData, data: PreparedData) -> list[dict]:
+    """Per-group checks of the model against the data, on the outcome's own scale.
+
+    For each group: the observed mean, the central 95% range of the same mean under the
+    prior predictive (is the prior sensible?) and under the posterior predictive, and the
+    posterior predictive p-value ``P(rep >= observed)``; values near 0 or 1 flag a misfit.
+    """
+    out = []
+    y_post = np.asarray(idata.posterior_predictive["y"]).reshape(-1, data.y.size)
+    y_prior = np.asarray(idata.prior_predictive["y"]).reshape(-1, data.y.size)
+
+    def to_scale(y):
+        if data.spec.kind == "ordinal":
+            return y + data.low_category
+        if data.spec.kind == "continuous":
+            return y * data.scale + data.location
+        return y
+
+    for j, cell in enumerate(data.cells):
+        rows = data.cell_codes == j
+        post = to_scale(y_post[:, rows]).mean(axis=1)
+        prior = to_scale(y_prior[:, rows]).mean(axis=1)
+        observed = float(data.observed[j])
+        out.append(
+            {
+                "group": cell, "observed": observed,
+                "prior_predictive_95": [float(np.quantile(prior, 0.025)), float(np.quantile(prior, 0.975))],
+                "posterior_predictive_95": [float(np.quantile(post, 0.025)), float(np.quantile(post, 0.975))],
+                "ppc_p_value": float((post >= observed).mean()),
+            }
+        )
     return out
 
 

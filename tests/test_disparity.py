@@ -70,6 +70,18 @@ def test_summaries_find_the_worst_group(fitted):
     assert 0 < summary["gap"]["hdi_low"] < summary["gap"]["mean"]
 
 
+def test_predictive_checks_bracket_the_data(fitted):
+    _, data, idata, _ = fitted
+    checks = disparity.predictive_checks(idata, data)
+    assert [c["group"] for c in checks] == data.cells
+    for c in checks:
+        lo, hi = c["posterior_predictive_95"]
+        assert lo <= c["observed"] <= hi
+        assert 0.01 < c["ppc_p_value"] < 0.99
+        plo, phi = c["prior_predictive_95"]
+        assert 0.0 <= plo < phi <= 1.0 and phi - plo > hi - lo  # the prior is wider
+
+
 def test_posterior_roundtrips_through_netcdf(fitted, tmp_path):
     import arviz as az
 
@@ -149,6 +161,7 @@ def test_cli_writes_the_promised_json(tmp_path):
     for row in report["groups"]:
         assert {"group", "n", "observed", "mean", "hdi_low", "hdi_high", "p_worst"} <= set(row)
     assert "chi2" in report["frequentist"] and (tmp_path / "p.nc").is_file()
+    assert len(report["predictive_checks"]) == 3
     bad = CliRunner().invoke(app, ["disparity", str(table), "--outcome", "nope", "--success", "Yes"])
     assert bad.exit_code == 2 and "no column(s) ['nope', 'race']" in bad.output
 
@@ -175,3 +188,13 @@ def test_experiment_smoke(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"Asian": 0.884' in proc.stdout and (tmp_path / "identity_preservation.png").is_file()
+
+
+def test_per_image_metrics_are_modelled_per_image():
+    """A continuous outcome constant within each image (a CLIP score) is fitted on one row
+    per image without an item effect, which would otherwise absorb all variation."""
+    frame = _frame(np.random.default_rng(5))
+    frame["score"] = frame.groupby("item")["score"].transform("first")
+    data = disparity.PreparedData(frame, disparity.DisparitySpec(outcome="score", group=("group",), kind="continuous"))
+    assert len(data.y) == frame.drop_duplicates("item").shape[0]
+    assert data.design.n_items == 1
