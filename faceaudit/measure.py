@@ -74,10 +74,12 @@ def load_labels(path: str | Path, n: int, *, of: str) -> np.ndarray:
     if path.suffix == ".npy":
         labels = np.load(path, allow_pickle=False)
     else:
-        labels = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()], dtype=object)
-        empty = [i for i, line in enumerate(path.read_text().splitlines()[: len(labels)]) if not line.strip()]
-        if empty:
-            raise ValueError(f"{path}: empty label on line {empty[0] + 1}")
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        while lines and not lines[-1]:  # a trailing newline is not a label
+            lines.pop()
+        if "" in lines:
+            raise ValueError(f"{path}: empty label on line {lines.index('') + 1}")
+        labels = np.array(lines, dtype=object)
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{path} has {labels.shape[0] if labels.ndim else 0} labels but {of} has {n} rows")

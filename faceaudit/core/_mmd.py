@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from ._typing import Array, Features, PRNGKey, Scalar, Weights
+from ._typing import Features, PRNGKey, Scalar, Weights
 
 KERNELS = ("cubic", "gaussian")
 DEFAULT_BLOCK = 1024
