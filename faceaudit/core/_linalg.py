@@ -12,9 +12,9 @@ computation is lowered (``jax.lax.platform_dependent``):
 * ``cpu``: a ``jax.pure_callback`` into numpy/scipy LAPACK, values only;
 * everything else (GPU, TPU): the plain ``jax.numpy`` expression, which XLA runs well.
 
-Both paths compute the same quantity; the tests run both and compare them. These kernels
-are not differentiable (the callbacks have no JVP); the analytical model, which needs
-gradients, uses ``jax.numpy`` directly. ``xla_only()`` forces the portable path.
+Both paths compute the same quantity; the tests run both and compare them. The value-only
+kernels are not differentiable (the callbacks have no JVP); ``eigh`` carries its own JVP
+(the analytical model differentiates through it). ``xla_only()`` forces the portable path.
 """
 
 from __future__ import annotations
@@ -94,6 +94,39 @@ def _host_eigvalsh(a):
         return _eigvalsh_values_only(a)
     flat = a.reshape(-1, *a.shape[-2:])
     return np.stack([_eigvalsh_values_only(m) for m in flat]).reshape(a.shape[:-1])
+
+
+def _host_eigh(a):
+    a = np.asarray(a)
+    flat = a.reshape(-1, *a.shape[-2:])
+    pairs = [scipy.linalg.eigh(m, driver="evr", check_finite=False) for m in flat]
+    values = np.stack([p[0] for p in pairs]).reshape(a.shape[:-1])
+    vectors = np.stack([p[1] for p in pairs]).reshape(a.shape)
+    return values, vectors
+
+
+@jax.custom_jvp
+def eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric ``(d, d)`` matrix, differentiable.
+
+    On CPU a LAPACK callback: XLA's CPU eigensolver (jaxlib 0.10) hung, idle, on some
+    inputs inside ``lax.map``-batched Monte Carlo, reproducibly for a given key.
+    """
+    out = (jax.ShapeDtypeStruct(a.shape[:-1], a.dtype), jax.ShapeDtypeStruct(a.shape, a.dtype))
+    return _dispatch(_host_eigh, lambda m: tuple(jnp.linalg.eigh(m)), out, a)
+
+
+@eigh.defjvp
+def _eigh_jvp(primals, tangents):
+    # First-order perturbation theory (as jax.numpy's own eigh rule): with Vt dA V = H,
+    # dw = diag(H), dV = V (F * H), F_ij = 1 / (w_j - w_i) off the diagonal.
+    (a,), (da,) = primals, tangents
+    w, v = eigh(a)
+    h = jnp.swapaxes(v, -1, -2) @ da @ v
+    gap = w[..., None, :] - w[..., :, None]
+    eye = jnp.eye(a.shape[-1], dtype=bool)
+    f = jnp.where(eye, 0.0, 1.0 / jnp.where(eye, 1.0, gap))
+    return (w, v), (jnp.diagonal(h, axis1=-2, axis2=-1), v @ (f * h))
 
 
 def eigvalsh(a: jax.Array) -> jax.Array:

@@ -55,6 +55,10 @@ NOT_METRICS = {
     "values_by_group", "group_labels", "bca_interval", "percentile_interval", "verification_pairs",
     "pair_scores", "roc_auc", "equal_error_rate", "tar_at_far", "verification_accuracy",
     "verification_summary", "xla_only",
+    # the analytical selection model, checked against Monte Carlo in test_selection.py
+    "transfer_kernel", "mixing", "fit_generator", "noise_free_generator", "sample_training_stats",
+    "bures_squared", "gaussian_frechet", "expected_fd", "measured_fd_bias", "ncx2_cdf",
+    "generated_spread", "expected_verification", "with_extra", "evaluate_allocation", "plan_mix",
 }
 
 

@@ -1,0 +1,301 @@
+r"""The analytical model of training-data selection: how the training mix sets per-group FD.
+
+faceaudit's own formulation (``design/analytical-model.md``), derived here and checked
+against Monte Carlo in ``tests/core/test_selection.py``.
+
+**World.** Groups ``g = 1..G`` with target populations ``P_g = N(mu_g, S_g)`` in an
+embedding space ``R^d``; the training source of group ``g`` is shifted,
+``Q_g = N(nu_g, S_g)`` with ``nu_g = mu_g + delta_g``. A training set of ``N`` images
+holds ``n_g = N pi_g`` images of group ``g``; the generator sees their means ``xbar_h``
+(``Var = S_h / n_h``) and unbiased covariances ``S_hat_h``, independent across groups.
+
+**Generator.** Transfer ``a_gh = n_h (1[g = h] + lambda K_gh 1[g != h])`` with
+``K_gh = exp(-|mu_g - mu_h|^2 / 2 l^2)``, ``n_eff_g = sum_h a_gh``; shrinkage
+``w_g = tau / (tau + n_eff_g)`` towards the pooled data (shares ``p_h = n_h / N``):
+
+.. math::
+
+    m_g = \sum_h \beta_{gh} \bar x_h, \qquad
+    \beta_{gh} = (1 - w_g) \frac{a_{gh}}{n^{eff}_g} + w_g p_h, \qquad
+    C_g = \gamma^2 \Bigl(\sum_h \beta_{gh} \hat S_h + w_g \hat B\Bigr),
+
+where ``B_hat = sum_h p_h (xbar_h - xbar)(xbar_h - xbar)^T`` is the between-group scatter
+of the pooled training set, so a low-data group is generated off-centre *and* mixed with
+the other groups; ``gamma <= 1`` is the diversity lost to guidance.
+
+**Expected FD** ``E FD_g = E|m_g - mu_g|^2 + E Bures^2(C_g, S_g)`` (additive whatever
+the correlation of the two parts). The mean part is exact:
+``|sum_h beta_gh nu_h - mu_g|^2 + sum_h beta_gh^2 tr S_h / n_h``. For the covariance part
+write ``C_g = C0_g + E`` with the noise-free ``C0_g = gamma^2 (sum_h beta_gh S_h +
+w_g B)``. With ``M = S^{1/2} C S^{1/2} = U diag(m) U^T``, ``A = U^T S^{1/2}`` and the
+transport map ``T = A^T diag(m^{-1/2}) A``, two Frechet derivatives of ``tr sqrt(M)`` give
+
+.. math::
+
+    E\,\mathrm{Bures}^2(C_g, S_g) \approx \mathrm{Bures}^2(C0_g, S_g)
+      + \operatorname{tr}((I - T)\,e)
+      + \tfrac12 \sum_{ij} \frac{E[(A E A^T)_{ij}^2]}{\sqrt{m_i m_j}(\sqrt{m_i} + \sqrt{m_j})},
+
+with the bias ``e = E[E] = gamma^2 w_g sum_h p_h (1 - p_h) S_h / n_h`` (from the scatter of
+sample means) and, for Gaussian training data, ``E[(A E A^T)_ij^2] = sum_h [c_h^2
+(P_ij^2 + P_ii P_jj) / n_h + (gamma^2 w_g p_h)^2 (a_i^2 V_jj + a_j^2 V_ii + 2 a_i a_j V_ij)]``
+with ``c_h = gamma^2 beta_gh``, ``P = A S_h A^T``, ``V = P / n_h``, ``a = A (nu_h - nubar)``
+(Wishart fluctuations of ``S_hat_h``; linearised scatter fluctuations). Everything above
+the noise-free value is ``O(1/N)``: the *noise* term, whose slope in ``log N`` is ``-1``.
+At ``C0 = S`` it reduces to ``(1/2n)[sum_i s_i + sum_{i != j} s_i s_j / (s_i + s_j)]`` of
+the design note (``sigma^2 d (d + 1) / 4n`` isotropic) and to the measured-FD bias of
+``_frechet``. ``1/n_h`` stands for ``1/(n_h - 1)`` (equal to first order, finite as a
+share goes to 0 while planning).
+
+All functions are pure and differentiable (``jax.grad`` through the shares, transfer,
+shrinkage and diversity; the eigendecompositions are ``_linalg.eigh``, LAPACK on CPU with
+its own JVP).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _linalg
+from ._frechet import _phi  # the metric core's own bias formula, shared, not copied
+from ._typing import Array, PRNGKey
+
+
+class TargetWorld(NamedTuple):
+    """The target populations and the training sources.
+
+    Attributes:
+        means: ``(G, d)`` target group means ``mu_g``.
+        covs: ``(G, d, d)`` target group covariances ``S_g`` (positive definite).
+        shifts: ``(G, d)`` source shifts ``delta_g`` (training data of ``g`` centres on
+            ``mu_g + delta_g``).
+    """
+
+    means: Array
+    covs: Array
+    shifts: Array
+
+
+class TrainingMix(NamedTuple):
+    """How the generator's training set was chosen, and how the generator used it.
+
+    Attributes:
+        shares: ``(G,)`` training shares ``pi`` on the simplex.
+        size: total training images ``N``.
+        transfer: cross-group transfer ``lambda`` in ``[0, 1]``.
+        length_scale: transfer length scale ``l`` (embedding units).
+        shrinkage: ``tau >= 0``, in images: a group with ``n_eff = tau`` is generated half
+            from its own data, half from the pooled data.
+        diversity: ``gamma`` in ``(0, 1]``, the standard-deviation factor kept by guidance.
+    """
+
+    shares: Array
+    size: Array
+    transfer: Array
+    length_scale: Array
+    shrinkage: Array
+    diversity: Array
+
+
+class Mixing(NamedTuple):
+    """Derived weights (all ``(G,)`` or ``(G, G)``; rows index the generated group)."""
+
+    counts: Array  # n_g
+    effective: Array  # n_eff_g
+    shrink: Array  # w_g
+    beta: Array  # m_g = beta @ xbar
+    pooled: Array  # p_h = n_h / N
+
+
+class GeneratedGaussians(NamedTuple):
+    """The generator's per-group Gaussians: ``means (G, d)``, ``covs (G, d, d)``."""
+
+    means: Array
+    covs: Array
+
+
+class TrainingStats(NamedTuple):
+    """What the generator learns from: per-group sample means and unbiased covariances."""
+
+    means: Array
+    covs: Array
+
+
+class FDPrediction(NamedTuple):
+    """Expected per-group FD (``(G,)`` each): ``total = structural + noise``."""
+
+    total: Array
+    structural: Array
+    noise: Array
+    mean_structural: Array
+    mean_noise: Array
+    cov_structural: Array
+    cov_noise: Array
+
+
+def transfer_kernel(means: Array, length_scale) -> Array:
+    """``K_gh = exp(-|mu_g - mu_h|^2 / (2 l^2))``, shape ``(G, G)``."""
+    gap2 = jnp.sum((means[:, None, :] - means[None, :, :]) ** 2, axis=-1)
+    return jnp.exp(-gap2 / (2.0 * length_scale**2))
+
+
+def mixing(world: TargetWorld, mix: TrainingMix) -> Mixing:
+    """Counts, effective counts, shrinkage weights and the mean weights ``beta``."""
+    counts = mix.size * mix.shares
+    kernel = transfer_kernel(world.means, mix.length_scale)
+    eye = jnp.eye(counts.shape[0], dtype=counts.dtype)
+    a = counts[None, :] * (eye + mix.transfer * kernel * (1.0 - eye))
+    effective = a.sum(axis=1)
+    shrink = mix.shrinkage / (mix.shrinkage + effective)
+    pooled = counts / counts.sum()
+    # a / n_eff is 0/0 for a group with no data and no transfer; its weight is then all
+    # shrinkage (w = 1), so any finite value works there.
+    own = a / jnp.where(effective > 0, effective, 1.0)[:, None]
+    beta = (1.0 - shrink)[:, None] * own + shrink[:, None] * pooled[None, :]
+    return Mixing(counts, effective, shrink, beta, pooled)
+
+
+def _scatter(means: Array, weights: Array) -> Array:
+    centred = means - weights @ means
+    return jnp.einsum("h,hi,hj->ij", weights, centred, centred)
+
+
+def fit_generator(stats: TrainingStats, world: TargetWorld, mix: TrainingMix) -> GeneratedGaussians:
+    """The generator fitted to training statistics (the simulator's and Monte Carlo's path)."""
+    mx = mixing(world, mix)
+    means = mx.beta @ stats.means
+    scatter = _scatter(stats.means, mx.pooled)
+    covs = mix.diversity**2 * (
+        jnp.einsum("gh,hij->gij", mx.beta, stats.covs) + mx.shrink[:, None, None] * scatter[None]
+    )
+    return GeneratedGaussians(means, covs)
+
+
+def noise_free_generator(world: TargetWorld, mix: TrainingMix) -> GeneratedGaussians:
+    """``E[m_g]`` and the noise-free ``C0_g`` (training statistics at their expectations)."""
+    return fit_generator(TrainingStats(world.means + world.shifts, world.covs), world, mix)
+
+
+def sample_training_stats(key: PRNGKey, world: TargetWorld, counts: Array) -> TrainingStats:
+    """Draw per-group sample means and unbiased covariances of ``counts`` Gaussian images.
+
+    Exact in distribution without drawing images: ``xbar ~ N(nu, S/n)`` and, independently,
+    ``(n - 1) S_hat ~ Wishart(S, n - 1)`` by the Bartlett decomposition. ``counts`` must
+    be concrete integers ``>= 2``.
+    """
+    g, d = world.means.shape
+    k_mean, k_diag, k_low = jax.random.split(key, 3)
+    chol = jnp.linalg.cholesky(world.covs)
+    dof = jnp.asarray(counts, dtype=world.covs.dtype) - 1.0
+    z = jax.random.normal(k_mean, (g, d), dtype=world.means.dtype)
+    means = world.means + world.shifts + jnp.einsum("gij,gj->gi", chol, z) / jnp.sqrt(dof + 1.0)[:, None]
+    # Bartlett: A_ii^2 ~ chi2(dof - i), A_ij ~ N(0, 1) below the diagonal.
+    shape = (dof[:, None] - jnp.arange(d)[None, :]) / 2.0
+    diag = jnp.sqrt(2.0 * jax.random.gamma(k_diag, shape, dtype=world.covs.dtype))
+    low = jnp.tril(jax.random.normal(k_low, (g, d, d), dtype=world.covs.dtype), k=-1)
+    bartlett = low + jax.vmap(jnp.diag)(diag)
+    factor = chol @ bartlett
+    covs = factor @ jnp.swapaxes(factor, -1, -2) / dof[:, None, None]
+    return TrainingStats(means, covs)
+
+
+def _sqrt_psd(s: Array) -> Array:
+    vals, vecs = _linalg.eigh(s)
+    return (vecs * jnp.sqrt(jnp.clip(vals, 0.0))) @ vecs.T
+
+
+def bures_squared(c: Array, s: Array) -> Array:
+    """``tr C + tr S - 2 tr (S^{1/2} C S^{1/2})^{1/2}`` for positive definite ``(d, d)``."""
+    root = _sqrt_psd(s)
+    m, _ = _linalg.eigh(root @ c @ root)
+    return jnp.trace(c) + jnp.trace(s) - 2.0 * jnp.sum(jnp.sqrt(jnp.clip(m, 0.0)))
+
+
+def gaussian_frechet(mean_a: Array, cov_a: Array, mean_b: Array, cov_b: Array) -> Array:
+    """Population FD between ``N(mean_a, cov_a)`` and ``N(mean_b, cov_b)``."""
+    gap = mean_a - mean_b
+    return gap @ gap + bures_squared(cov_a, cov_b)
+
+
+def _cov_noise(c0, s, bias, wishart_coef, scatter_coef, cov_sources, scatter_dirs, counts):
+    """Second-order expected Bures excess for one generated group (see module docstring)."""
+    root = _sqrt_psd(s)
+    m, u = _linalg.eigh(root @ c0 @ root)
+    rm = jnp.sqrt(jnp.clip(m, 1e-300))
+    a_mat = u.T @ root
+    transport = (a_mat.T / rm) @ a_mat
+    first = jnp.trace(bias) - jnp.sum(transport * bias)
+    p = jnp.einsum("ik,hkl,jl->hij", a_mat, cov_sources, a_mat)  # A S_h A^T
+    pdiag = jnp.diagonal(p, axis1=-2, axis2=-1)
+    wishart = p**2 + pdiag[:, :, None] * pdiag[:, None, :]
+    v = p / counts[:, None, None]
+    a = scatter_dirs @ a_mat.T  # (G, d): A (nu_h - nubar)
+    vdiag = pdiag / counts[:, None]
+    scat = (
+        a[:, :, None] ** 2 * vdiag[:, None, :]
+        + a[:, None, :] ** 2 * vdiag[:, :, None]
+        + 2.0 * a[:, :, None] * a[:, None, :] * v
+    )
+    second = jnp.einsum("h,hij->ij", wishart_coef / counts, wishart) + jnp.einsum("h,hij->ij", scatter_coef, scat)
+    kernel = 1.0 / (rm[:, None] * rm[None, :] * (rm[:, None] + rm[None, :]))
+    return first + 0.5 * jnp.sum(second * kernel)
+
+
+def expected_fd(world: TargetWorld, mix: TrainingMix) -> FDPrediction:
+    """Expected per-group FD of the generator to the target, split structural + noise.
+
+    Args:
+        world: target means ``(G, d)``, covariances ``(G, d, d)``, source shifts.
+        mix: training shares, size, transfer, shrinkage, diversity (scalars or ``(G,)``).
+
+    Returns:
+        :class:`FDPrediction` of ``(G,)`` arrays; ``noise`` is ``O(1/N)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> world = TargetWorld(jnp.zeros((1, 3)), jnp.eye(3)[None], jnp.zeros((1, 3)))
+        >>> mix = TrainingMix(jnp.ones(1), 100.0, 0.0, 1.0, 0.0, 1.0)
+        >>> round(float(expected_fd(world, mix).total[0]), 6)  # tr S/n + d(d+1)/(4n)
+        0.06
+    """
+    mx = mixing(world, mix)
+    gen = noise_free_generator(world, mix)
+    gap = gen.means - world.means
+    mean_structural = jnp.sum(gap**2, axis=-1)
+    traces = jnp.trace(world.covs, axis1=-2, axis2=-1)
+    mean_noise = (mx.beta**2 / mx.counts[None, :]) @ traces
+    cov_structural = jax.vmap(bures_squared)(gen.covs, world.covs)
+
+    g2 = mix.diversity**2
+    sources = world.means + world.shifts
+    scatter_dirs = sources - mx.pooled @ sources
+    spread = jnp.einsum("h,hij->ij", mx.pooled * (1.0 - mx.pooled) / mx.counts, world.covs)
+    biases = g2 * mx.shrink[:, None, None] * spread[None]
+    wishart_coef = (g2 * mx.beta) ** 2
+    scatter_coef = (g2 * mx.shrink[:, None] * mx.pooled[None, :]) ** 2
+    cov_noise = jax.vmap(_cov_noise, in_axes=(0, 0, 0, 0, 0, None, None, None))(
+        gen.covs, world.covs, biases, wishart_coef, scatter_coef, world.covs, scatter_dirs, mx.counts
+    )
+    structural = mean_structural + cov_structural
+    noise = mean_noise + cov_noise
+    return FDPrediction(structural + noise, structural, noise, mean_structural, mean_noise, cov_structural, cov_noise)
+
+
+def measured_fd_bias(gen_covs: Array, target_covs: Array, n_generated, n_reference) -> Array:
+    """Expected excess of a *measured* per-group FD over the true one (``(G,)``).
+
+    The same first-order bias the metric core subtracts in ``frechet_distance(...,
+    unbiased=True)``, evaluated at population covariances: an audit that measures a group
+    with 200 images inflates its FD by about ``tr-terms / 200``, which manufactures
+    disparity between groups audited with unequal sample sizes.
+    """
+    def one(c, s, n_g, n_r):
+        r = _linalg.product_spectrum(c, s)
+        return jnp.trace(c) / n_g + jnp.trace(s) / n_r + (0.5 / (n_g - 1.0) + 0.5 / (n_r - 1.0)) * _phi(r)
+
+    n_g = jnp.broadcast_to(jnp.asarray(n_generated, dtype=gen_covs.dtype), gen_covs.shape[:1])
+    n_r = jnp.broadcast_to(jnp.asarray(n_reference, dtype=gen_covs.dtype), gen_covs.shape[:1])
+    return jax.vmap(one)(gen_covs, target_covs, n_g, n_r)
