@@ -267,6 +267,10 @@ def disparity(
         console.print(f"wrote {posterior}")
 
 
+# Commands defined in their own modules register themselves on `app` when imported.
+from faceaudit import cli_selection  # noqa: E402,F401
+
+
 def main() -> None:  # console-script entry point
     app()
 

@@ -52,6 +52,7 @@ from ._selection import (  # noqa: E402
     mixing,
     noise_free_generator,
     sample_training_stats,
+    target_roots,
     transfer_kernel,
 )
 from ._vendi import vendi_score, vendi_score_weighted  # noqa: E402
@@ -121,6 +122,7 @@ __all__ = [
     "roc_auc",
     "sample_training_stats",
     "tar_at_far",
+    "target_roots",
     "transfer_kernel",
     "values_by_group",
     "vendi_score",

@@ -124,8 +124,13 @@ def _eigh_jvp(primals, tangents):
     w, v = eigh(a)
     h = jnp.swapaxes(v, -1, -2) @ da @ v
     gap = w[..., None, :] - w[..., :, None]
-    eye = jnp.eye(a.shape[-1], dtype=bool)
-    f = jnp.where(eye, 0.0, 1.0 / jnp.where(eye, 1.0, gap))
+    # Degenerate eigenvalues (an isotropic covariance) make 1/gap infinite. Within a
+    # degenerate eigenspace the eigenvectors are arbitrary, and the callers' spectral
+    # functions do not depend on that choice, so those entries are set to zero (a zero
+    # tangent times an infinite factor would otherwise turn gradients into NaN).
+    scale = jnp.max(jnp.abs(w), axis=-1, keepdims=True)[..., None]
+    degenerate = jnp.abs(gap) <= 1e-10 * jnp.maximum(scale, jnp.finfo(w.dtype).tiny)
+    f = jnp.where(degenerate, 0.0, 1.0 / jnp.where(degenerate, 1.0, gap))
     return (w, v), (jnp.diagonal(h, axis1=-2, axis2=-1), v @ (f * h))
 
 

@@ -207,9 +207,12 @@ def _sqrt_psd(s: Array) -> Array:
     return (vecs * jnp.sqrt(jnp.clip(vals, 0.0))) @ vecs.T
 
 
-def bures_squared(c: Array, s: Array) -> Array:
-    """``tr C + tr S - 2 tr (S^{1/2} C S^{1/2})^{1/2}`` for positive definite ``(d, d)``."""
-    root = _sqrt_psd(s)
+def bures_squared(c: Array, s: Array, s_root: Array | None = None) -> Array:
+    """``tr C + tr S - 2 tr (S^{1/2} C S^{1/2})^{1/2}`` for positive definite ``(d, d)``.
+
+    ``s_root`` (``S^{1/2}``) may be passed when ``S`` is fixed across many calls.
+    """
+    root = _sqrt_psd(s) if s_root is None else s_root
     m, _ = _linalg.eigh(root @ c @ root)
     return jnp.trace(c) + jnp.trace(s) - 2.0 * jnp.sum(jnp.sqrt(jnp.clip(m, 0.0)))
 
@@ -220,9 +223,11 @@ def gaussian_frechet(mean_a: Array, cov_a: Array, mean_b: Array, cov_b: Array) -
     return gap @ gap + bures_squared(cov_a, cov_b)
 
 
-def _cov_noise(c0, s, bias, wishart_coef, scatter_coef, cov_sources, scatter_dirs, counts):
-    """Second-order expected Bures excess for one generated group (see module docstring)."""
-    root = _sqrt_psd(s)
+def _cov_terms(c0, s, root, bias, wishart_coef, scatter_coef, cov_sources, scatter_dirs, counts):
+    """Noise-free Bures and its second-order expected excess for one generated group.
+
+    One eigendecomposition of ``M = S^{1/2} C0 S^{1/2}`` serves both (see module docstring).
+    """
     m, u = _linalg.eigh(root @ c0 @ root)
     rm = jnp.sqrt(jnp.clip(m, 1e-300))
     a_mat = u.T @ root
@@ -241,10 +246,16 @@ def _cov_noise(c0, s, bias, wishart_coef, scatter_coef, cov_sources, scatter_dir
     )
     second = jnp.einsum("h,hij->ij", wishart_coef / counts, wishart) + jnp.einsum("h,hij->ij", scatter_coef, scat)
     kernel = 1.0 / (rm[:, None] * rm[None, :] * (rm[:, None] + rm[None, :]))
-    return first + 0.5 * jnp.sum(second * kernel)
+    structural = jnp.trace(c0) + jnp.trace(s) - 2.0 * jnp.sum(jnp.sqrt(jnp.clip(m, 0.0)))
+    return structural, first + 0.5 * jnp.sum(second * kernel)
 
 
-def expected_fd(world: TargetWorld, mix: TrainingMix) -> FDPrediction:
+def target_roots(world: TargetWorld) -> Array:
+    """``S_g^{1/2}`` for every group (pass to :func:`expected_fd` when the world is fixed)."""
+    return jax.vmap(_sqrt_psd)(world.covs)
+
+
+def expected_fd(world: TargetWorld, mix: TrainingMix, roots: Array | None = None) -> FDPrediction:
     """Expected per-group FD of the generator to the target, split structural + noise.
 
     Args:
@@ -253,6 +264,9 @@ def expected_fd(world: TargetWorld, mix: TrainingMix) -> FDPrediction:
 
     Returns:
         :class:`FDPrediction` of ``(G,)`` arrays; ``noise`` is ``O(1/N)``.
+
+    ``roots`` (from :func:`target_roots`) saves one eigendecomposition per group when the
+    same world is evaluated many times (a posterior fit, a planner).
 
     Example:
         >>> import jax.numpy as jnp
@@ -267,7 +281,6 @@ def expected_fd(world: TargetWorld, mix: TrainingMix) -> FDPrediction:
     mean_structural = jnp.sum(gap**2, axis=-1)
     traces = jnp.trace(world.covs, axis1=-2, axis2=-1)
     mean_noise = (mx.beta**2 / mx.counts[None, :]) @ traces
-    cov_structural = jax.vmap(bures_squared)(gen.covs, world.covs)
 
     g2 = mix.diversity**2
     sources = world.means + world.shifts
@@ -276,8 +289,9 @@ def expected_fd(world: TargetWorld, mix: TrainingMix) -> FDPrediction:
     biases = g2 * mx.shrink[:, None, None] * spread[None]
     wishart_coef = (g2 * mx.beta) ** 2
     scatter_coef = (g2 * mx.shrink[:, None] * mx.pooled[None, :]) ** 2
-    cov_noise = jax.vmap(_cov_noise, in_axes=(0, 0, 0, 0, 0, None, None, None))(
-        gen.covs, world.covs, biases, wishart_coef, scatter_coef, world.covs, scatter_dirs, mx.counts
+    roots = target_roots(world) if roots is None else roots
+    cov_structural, cov_noise = jax.vmap(_cov_terms, in_axes=(0, 0, 0, 0, 0, 0, None, None, None))(
+        gen.covs, world.covs, roots, biases, wishart_coef, scatter_coef, world.covs, scatter_dirs, mx.counts
     )
     structural = mean_structural + cov_structural
     noise = mean_noise + cov_noise
