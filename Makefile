@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test test-all bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,17 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e ".[test]"
 	touch $@ $(VENV)/.base
 
-## run: install faceaudit and run the main job on its embedded default
+## run: install faceaudit and run the main job on its embedded default (a simulated world's audit)
 run: $(VENV)/.base
-	$(BIN)/faceaudit demo
+	$(BIN)/faceaudit audit --out faceaudit-out
 
 ## test: install faceaudit with the test and peer-library extras, run the whole suite
 test: $(VENV)/.test
 	$(BIN)/python -m pytest
+
+## test-all: the default suite plus the slow checks (d = 128 Monte Carlo, SBC, posterior recovery)
+test-all: $(VENV)/.test
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 ## bench: time faceaudit against the peer libraries (minutes; writes benchmarks/results/)
 bench: $(VENV)/.test

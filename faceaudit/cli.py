@@ -268,7 +268,7 @@ def disparity(
 
 
 # Commands defined in their own modules register themselves on `app` when imported.
-from faceaudit import cli_selection  # noqa: E402,F401
+from faceaudit import cli_stages  # noqa: E402,F401
 
 
 def main() -> None:  # console-script entry point

@@ -52,13 +52,23 @@ class MeasureSettings:
     preprocessing: str = "none"
 
 
+# Proportions: a reflected (basic) bootstrap interval can cross 0 or 1; clip it to the range.
+BOUNDED = {"precision", "recall", "coverage", "verification_same_group", "verification_any_group", "face_not_found",
+           "identity_preserved"}
+
+
+def _clip(metric, low, high):
+    return (max(low, 0.0), min(high, 1.0)) if metric in BOUNDED else (low, high)
+
+
 def _rows(generator, estimates: core.GroupEstimates, metric, encoder, confidence) -> list[dict]:
     reps = np.asarray(estimates.replicates)
     out = []
     for i, group in enumerate(estimates.groups):
         se = float(np.std(reps[i], ddof=1)) if reps.shape[1] > 1 else float("nan")
+        low, high = _clip(metric, float(estimates.low[i]), float(estimates.high[i]))
         out.append(dict(generator=generator, group=group, metric=metric, edit="", value=float(estimates.estimate[i]),
-                        low=float(estimates.low[i]), high=float(estimates.high[i]), se=se,
+                        low=low, high=high, se=se,
                         n_generated=int(estimates.n_y[i]) if metric != "vendi" else int(estimates.n_x[i]),
                         n_reference=int(estimates.n_x[i]) if metric != "vendi" else 0,
                         encoder=encoder, confidence=confidence))
@@ -141,6 +151,8 @@ def measure_audit(audit_dir: str | Path, settings: MeasureSettings = MeasureSett
             rows += _rows(generator, est, metric, dist_encoder, settings.confidence)
     if ident_encoder is not None:
         rows += _identity_rows(audit_dir, manifest, meta, ident_encoder, generators, key, settings, progress)
+    if encoders.get("text"):
+        rows += _faithfulness_rows(audit_dir, manifest, meta, emb, settings)
     frame = pd.DataFrame(rows)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -187,6 +199,7 @@ def _identity_rows(audit_dir, manifest, meta, encoder, generators, key, settings
             value, low, high, se, n_pairs = _verification_with_interval(
                 k_acc, x, ident, pairs, keep, settings.num_bootstrap, settings.confidence
             )
+            low, high = _clip(metric, low, high)
             rows.append(dict(generator=generator, group=group, metric=metric, edit="", value=value, low=low, high=high,
                              se=se, n_generated=int(mine.sum()), n_reference=n_pairs, encoder=encoder,
                              confidence=settings.confidence))
@@ -200,3 +213,80 @@ def _wilson(p, n, confidence):
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(centre - half), float(centre + half)
+
+
+FAITHFULNESS = {
+    "clip_score": "CLIP score: cos(image, its prompt)",
+    "directional_similarity": "directional: cos(I_edit - I_src, T_target - T_src)",
+    "image_similarity": "CLIP image-image similarity of source and edit",
+    "edit_phrase_score": "cos(edited image, edit phrase)",
+    "identity_distance": "face-descriptor distance source-edit (dlib; < 0.6 same person)",
+    "identity_preserved": "share of edits whose face descriptor stays within 0.6",
+}
+METRIC_LABELS.update(FAITHFULNESS)
+HIGHER_IS_BETTER.update({"clip_score", "directional_similarity", "image_similarity", "edit_phrase_score", "identity_preserved"})
+
+
+def _faithfulness_rows(audit_dir, manifest, meta, image_emb, settings) -> list[dict]:
+    """Per image cosine metrics of the study, summarised per generator x group x edit.
+
+    Writes the per-image values to ``faithfulness.parquet``. Intervals: mean +- z * SE over
+    images (the images of a group are independent draws).
+    """
+    from scipy.stats import norm
+
+    from faceaudit.torch_layer.embed import edit_target, text_key, text_store
+
+    encoder = meta["encoders"]["text"]
+    texts = text_store(audit_dir, encoder).load()
+    t_index = {str(h): i for i, h in enumerate(texts["image"].values)}
+    t_vec = np.asarray(texts["embedding"].values, dtype=np.float64)
+    img = np.asarray(image_emb["embedding"].values, dtype=np.float64)
+    position = {h: i for i, h in enumerate(manifest["image_id"])}
+
+    def text(t):
+        return t_vec[t_index[text_key(t)]]
+
+    def cos(a, b):
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    face = None
+    ident = meta["encoders"].get("identity")
+    if ident:
+        fstore = EmbeddingStore(audit_dir, ident, meta.get("preprocessing", {}).get(ident, settings.preprocessing))
+        fds = fstore.load(manifest["image_id"])
+        face = (np.asarray(fds["embedding"].values, dtype=np.float64), np.asarray(fds["found"].values, dtype=bool))
+    per_image = []
+    for i, row in enumerate(manifest.itertuples()):
+        if row.role != "generated" or not row.prompt:
+            continue
+        rec = dict(image_id=row.image_id, generator=row.generator, group=row.group, edit=row.edit,
+                   clip_score=cos(img[i], text(row.prompt)))
+        if row.edit and row.source_id in position:
+            j = position[row.source_id]
+            target = edit_target(row.prompt, row.edit_phrase)
+            rec.update(directional_similarity=cos(img[i] - img[j], text(target) - text(row.prompt)),
+                       image_similarity=cos(img[i], img[j]), edit_phrase_score=cos(img[i], text(row.edit_phrase)))
+            if face is not None and face[1][i] and face[1][j]:
+                dist = float(np.linalg.norm(face[0][i] - face[0][j]))
+                rec.update(identity_distance=dist, identity_preserved=float(dist < 0.6))
+        per_image.append(rec)
+    frame = pd.DataFrame(per_image)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(audit_dir / "faithfulness.parquet", buffer.getvalue())
+    z = norm.ppf(0.5 + settings.confidence / 2)
+    rows = []
+    for metric in FAITHFULNESS:
+        if metric not in frame.columns:
+            continue
+        for (generator, group, edit), values in frame.groupby(["generator", "group", "edit"])[metric]:
+            v = values.dropna().to_numpy()
+            if v.size == 0:
+                continue
+            se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+            low, high = _clip(metric, v.mean() - z * se, v.mean() + z * se)
+            rows.append(dict(generator=generator, group=group, metric=metric, edit=edit, value=float(v.mean()),
+                             low=low, high=high, se=se, n_generated=int(v.size), n_reference=0, encoder=encoder,
+                             confidence=settings.confidence))
+    return rows

@@ -166,6 +166,7 @@ def test_cli_writes_the_promised_json(tmp_path):
     assert bad.exit_code == 2 and "no column(s) ['nope', 'race']" in bad.output
 
 
+@pytest.mark.slow
 def test_reduced_calibration_run():
     """A reduced simulation-based calibration: 90% intervals over 8 prior draws x 4
     groups. The full run (experiments/disparity_calibration.py) uses 100 fits."""
@@ -177,6 +178,7 @@ def test_reduced_calibration_run():
     assert result["coverage"] >= 0.72
 
 
+@pytest.mark.slow
 def test_experiment_smoke(tmp_path):
     survey = ROOT.parent / "shared/data/limitations-survey/survey_metrics_SDv2.1_Celeb_demog_df.csv"
     if not survey.is_file():

@@ -58,6 +58,7 @@ def test_measured_fd_and_verification_agree_with_the_truth(audit):
     assert (out / "metrics.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_explain_flags_the_under_represented_groups_and_plan_beats_alternatives(audit):
     out, truth = audit
     if not (out / "metrics.parquet").is_file():

@@ -42,7 +42,8 @@ def _monte_carlo_fd(world, mix, replicates, seed):
 SETTINGS = [
     pytest.param(2, 6, 0.0, 0.0, [0.7, 0.3], 1000, 0.0, 0.0, 1.0, 3000, id="isotropic-no-shrinkage"),
     pytest.param(3, 16, 1.0, 0.2, [0.6, 0.3, 0.1], 3000, 0.4, 100.0, 0.9, 3000, id="anisotropic-shift-transfer"),
-    pytest.param(2, 128, 0.7, 0.1, [0.75, 0.25], 40000, 0.3, 2000.0, 0.95, 400, id="d128-anisotropic"),
+    pytest.param(2, 128, 0.7, 0.1, [0.75, 0.25], 40000, 0.3, 2000.0, 0.95, 400, id="d128-anisotropic",
+                 marks=pytest.mark.slow),
 ]
 
 
@@ -69,6 +70,7 @@ def test_noise_reduces_to_design_note_isotropic_formula():
     np.testing.assert_allclose(pred.structural[0], 0.0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_noise_slope_in_log_n_is_minus_one():
     # Without shrinkage, transfer or guidance loss the FD is all noise; its Monte Carlo mean
     # falls like 1/N.

@@ -1,4 +1,4 @@
-"""CLI commands of the measure stage and the analytical selection model.
+"""CLI commands of the audit stages: simulate, measure, explain, plan-mix, and the whole audit.
 
 Registered on the main ``faceaudit`` app (imported at the end of ``faceaudit.cli``).
 """
@@ -155,3 +155,141 @@ def plan_mix(
     console.print("worst group: now {:.3f}, uniform {:.3f}, proportional {:.3f}, planned {:.3f}".format(
         *(pick(table[c]) for c in ("quality_now", "quality_uniform", "quality_proportional", "quality_planned"))))
     console.print(f"wrote {out / 'plan.parquet'}, {out / 'plan.json'}, {out / 'plan.png'}")
+
+
+@app.command()
+def audit(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (stage files, report.html).")] = Path("faceaudit-out"),
+    simulate_config: Annotated[Path | None, typer.Option(help="TOML [simulate] table for the simulated world.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates per group.")] = 100,
+    draws: Annotated[int, typer.Option(help="Posterior draws (and warm-up steps) per chain.")] = 200,
+    chains: Annotated[int, typer.Option(help="Chains per posterior fit.")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Redo stages whose output exists.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would run, run nothing.")] = False,
+) -> None:
+    """The whole audit in one command: simulate (or read your images) -> measure ->
+    disparity -> explain -> report. Stages whose output exists are skipped, so a killed
+    audit resumes. Without arguments it audits a simulated world, offline, in minutes; it
+    ends by printing the report's path and the three headline findings."""
+    from faceaudit import audit as au
+    from faceaudit.report import headline_findings
+
+    settings = au.AuditSettings(out=out, seed=seed, bootstrap=bootstrap, draws=draws, chains=chains,
+                                simulate_config=simulate_config, force=force)
+    if dry_run:
+        for stage, todo in au.plan(settings):
+            verb = "run " if todo else "skip"
+            console.print(f"[{verb}] {stage.name}: {stage.describe} -> {out / stage.output}", markup=False)
+        return
+    try:
+        au.run_audit(settings, log=lambda line: console.print(line, markup=False))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    console.print(f"\nreport: [bold]{(out / 'report.html').resolve()}[/]")
+    for i, finding in enumerate(headline_findings(out), 1):
+        console.print(f"{i}. {finding}")
+
+
+spec_app = typer.Typer(help="Audit specs (TOML): write a commented example, check one.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+
+
+@spec_app.command("init")
+def spec_init(path: Annotated[Path, typer.Argument(help="Where to write the example spec.")] = Path("audit.toml")) -> None:
+    """Write a commented example spec (4 races x 2 genders, 5 edits, SD 2.1, CLIP + dlib)."""
+    from faceaudit.io import atomic_write_text
+    from faceaudit.spec import EXAMPLE
+
+    if path.exists():
+        _fail(f"{path} exists; not overwriting it")
+    atomic_write_text(path, EXAMPLE)
+    console.print(f"wrote {path}; edit it, then `faceaudit generate {path} --out DIR`")
+
+
+@spec_app.command("check")
+def spec_check(path: Annotated[Path, typer.Argument(help="The spec to validate.")]) -> None:
+    """Validate a spec and say how many images it asks for."""
+    from faceaudit.spec import SpecError, load_spec
+    from faceaudit.torch_layer.generate import expand_jobs
+
+    try:
+        spec = load_spec(path)
+    except SpecError as err:
+        _fail(str(err))
+    for g in spec.generators:
+        console.print(f"{g.name}: {len(expand_jobs(spec, g))} images over {len(spec.group_grid())} groups")
+
+
+@app.command()
+def generate(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Audit spec (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="Audit folder: images/, manifest.parquet.")] = Path("faceaudit-out"),
+) -> None:
+    """Generate every image of the spec (sources, counterfactuals across groups with shared
+    seeds, SEGA edits of each named identity) with diffusers; resumable and reproducible."""
+    from faceaudit.spec import SpecError, load_spec
+    from faceaudit.torch_layer.generate import generate as run
+
+    try:
+        spec = load_spec(spec_path)
+        manifest = run(spec, out, progress=lambda items, label: _progress(label)(items))
+    except (SpecError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    console.print(f"{len(manifest)} images -> {out / 'manifest.parquet'}")
+
+
+@app.command()
+def embed(
+    spec_path: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="Audit spec naming the encoders.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Audit folder (manifest.parquet, images).")] = Path("faceaudit-out"),
+    images: Annotated[Path | None, typer.Option(help="A folder of your own images (with --manifest).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV/Parquet: path + group columns (+ role, identity, prompt).")] = None,
+    clip: Annotated[str, typer.Option(help="Without a spec: open_clip architecture[:pretrained].")] = "ViT-B-32",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+) -> None:
+    """Embed every image with open_clip (image + prompts) and dlib (face detection +
+    128-d descriptor) into the embedding store; images already embedded by the same
+    encoder and preprocessing are skipped."""
+    from faceaudit.spec import EncoderSpec, SpecError, load_spec
+    from faceaudit.torch_layer.embed import embed as run
+    from faceaudit.torch_layer.encoders import build_encoder
+
+    try:
+        if images is not None or manifest is not None:
+            if images is None or manifest is None:
+                raise ValueError("--images and --manifest go together")
+            import_folder(images, manifest, out)
+        if spec_path is not None:
+            encoders = load_spec(spec_path).encoders
+        else:
+            arch, _, pretrained = clip.partition(":")
+            encoders = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib"))
+        built = [build_encoder(e) for e in encoders]
+        counts = run(out, built, batch_size=batch_size, progress=lambda items, label: _progress(label)(items))
+    except (SpecError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    for enc, n in counts.items():
+        console.print(f"{enc}: embedded {n} new image(s)")
+
+
+def import_folder(images: Path, manifest: Path, out: Path) -> None:
+    """Manifest rows for a folder of existing images (``role`` column optional: generated)."""
+    import pandas as pd
+
+    from faceaudit.store import write_manifest
+    from faceaudit.torch_layer.images import folder_rows, read_table
+
+    table = read_table(manifest)
+    roles = table["role"].unique() if "role" in table.columns else ["generated"]
+    bad = sorted(set(roles) - {"generated", "reference"})
+    if bad:
+        raise ValueError(f"{manifest}: column role must be 'generated' or 'reference', found {bad}")
+    frames = []
+    for role in roles:
+        part = table[table["role"] == role] if "role" in table.columns else table
+        frames.append(folder_rows(images, manifest, None, role=role, table=part))
+    rows = pd.concat(frames, ignore_index=True)
+    rows.loc[(rows.role == "generated") & (rows.generator == ""), "generator"] = "user-images"
+    groups = [c for c in ("race", "gender", "age") if c in rows.columns]
+    write_manifest(out / "manifest.parquet", rows.drop_duplicates("image_id"), groups, source=f"images:{images}")

