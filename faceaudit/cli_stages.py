@@ -159,7 +159,11 @@ def plan_mix(
 
 @app.command()
 def audit(
+    spec_path: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="Audit spec: generate with real models.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder (stage files, report.html).")] = Path("faceaudit-out"),
+    images: Annotated[Path | None, typer.Option(help="Audit a folder of your own images (with --manifest).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV/Parquet: path, role, group columns of --images.")] = None,
+    training_size: Annotated[float | None, typer.Option(help="Generator's training images (enables explain on real audits).")] = None,
     simulate_config: Annotated[Path | None, typer.Option(help="TOML [simulate] table for the simulated world.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates per group.")] = 100,
@@ -176,15 +180,22 @@ def audit(
     from faceaudit.report import headline_findings
 
     settings = au.AuditSettings(out=out, seed=seed, bootstrap=bootstrap, draws=draws, chains=chains,
-                                simulate_config=simulate_config, force=force)
+                                simulate_config=simulate_config, force=force, spec=spec_path, images=images,
+                                manifest=manifest, training_size=training_size)
+    from faceaudit.spec import SpecError
+
     if dry_run:
+        try:
+            au.check_inputs(settings)
+        except (SpecError, ValueError, FileNotFoundError) as err:
+            _fail(str(err))
         for stage, todo in au.plan(settings):
             verb = "run " if todo else "skip"
             console.print(f"[{verb}] {stage.name}: {stage.describe} -> {out / stage.output}", markup=False)
         return
     try:
         au.run_audit(settings, log=lambda line: console.print(line, markup=False))
-    except (ValueError, FileNotFoundError) as err:
+    except (SpecError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(f"\nreport: [bold]{(out / 'report.html').resolve()}[/]")
     for i, finding in enumerate(headline_findings(out), 1):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from faceaudit import core
+from faceaudit.disparity import wilson_interval
 from faceaudit.io import atomic_write_bytes
 from faceaudit.store import EmbeddingStore, read_manifest
 
@@ -173,8 +174,9 @@ def _identity_rows(audit_dir, manifest, meta, encoder, generators, key, settings
         in_group = in_gen & (manifest["group"].to_numpy() == group)
         n = int(in_group.sum())
         if n:
-            miss = float(1.0 - found[in_group].mean())
-            low, high = _wilson(miss, n, settings.confidence)
+            misses = int((~found[in_group]).sum())
+            miss = misses / n
+            low, high = wilson_interval(misses, n, settings.confidence)
             rows.append(dict(generator=generator, group=group, metric="face_not_found", edit="", value=miss, low=low,
                              high=high, se=float(np.sqrt(miss * (1 - miss) / n)), n_generated=n, n_reference=0,
                              encoder=encoder, confidence=settings.confidence))
@@ -204,15 +206,6 @@ def _identity_rows(audit_dir, manifest, meta, encoder, generators, key, settings
                              se=se, n_generated=int(mine.sum()), n_reference=n_pairs, encoder=encoder,
                              confidence=settings.confidence))
     return rows
-
-
-def _wilson(p, n, confidence):
-    from scipy.stats import norm
-
-    z = norm.ppf(0.5 + confidence / 2)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
 
 
 FAITHFULNESS = {

@@ -85,7 +85,7 @@ def _findings(metrics: pd.DataFrame, disparity: dict | None, selection: pd.DataF
                        f"each with posterior probability >= 0.9 of less than a uniform share.")
         else:
             out.append("The training-mix model flags no group as under-represented with probability >= 0.9.")
-    elif disparity is not None:
+    elif disparity is not None and "groups" in disparity:
         g = max(disparity["groups"], key=lambda r: r["p_worst"])
         out.append(f"<b>{html.escape(g['group'])}</b> is the worst group with posterior probability {g['p_worst']:.2f}.")
     return out[:3]
@@ -150,7 +150,9 @@ def write_report(audit_dir: str | Path, settings: dict | None = None) -> Path:
         if len(sub):
             sub["label"] = sub["group"] if sub.generator.nunique() == 1 else sub.generator + ": " + sub.group
             body.append(_forest(sub, METRIC_LABELS[metric], xlabel))
-    if disparity is not None:
+    if disparity is not None and "skipped" in disparity:
+        body.append(f"<p>Bayesian disparity model not fitted: {html.escape(disparity['skipped'])}.</p>")
+    elif disparity is not None:
         post = pd.DataFrame(disparity["groups"]).rename(columns={"mean": "value", "hdi_low": "low", "hdi_high": "high"})
         post["label"] = post["group"]
         body.append(f"<p>Bayesian model: {html.escape(disparity.get('outcome', ''))}. Posterior means with "

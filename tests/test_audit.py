@@ -31,8 +31,8 @@ def audited(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
     (root / "small.toml").write_text(SMALL)
     out = root / "out"
-    result = _cli("audit", "--out", str(out), "--simulate-config", str(root / "small.toml"), "--bootstrap", "20",
-                  "--draws", "80")
+    result = _cli("audit", "--out", str(out), "--simulate-config", str(root / "small.toml"), "--bootstrap", "10",
+                  "--draws", "50")
     assert result.returncode == 0, result.stderr[-3000:]
     return root, out, result.stdout
 

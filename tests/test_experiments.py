@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,7 +19,7 @@ def _run(script, *args):
 
 
 def test_training_mix_sweep(tmp_path):
-    _run("training_mix_sweep.py", "--out", str(tmp_path), "--dim", "8", "--points", "3", "--replicates", "200")
+    _run("training_mix_sweep.py", "--out", str(tmp_path), "--dim", "8", "--points", "2", "--replicates", "150")
     res = json.loads((tmp_path / "training_mix_sweep.json").read_text())
     fd = res["fd"][res["group"]]
     assert fd[0] > fd[-1]  # more training share, smaller FD
@@ -31,3 +33,13 @@ def test_celebrity_vs_invented(tmp_path):
     rare = min(res, key=lambda g: res[g]["share"])
     assert res[rare]["celebrity"]["closed_form"] > res[rare]["invented"]["closed_form"]
     assert (tmp_path / "celebrity_vs_invented.png").is_file()
+
+
+@pytest.mark.slow  # ~90 s: random-weight ViT-B-32 over 40 images, measure, disparity, report
+def test_audit_image_folder_end_to_end(tmp_path):
+    _run("audit_image_folder.py", "--demo", "40", "--out", str(tmp_path), "--bootstrap", "10", "--draws", "60")
+    res = json.loads((tmp_path / "audit_image_folder.json").read_text())
+    assert {r["group"] for r in res["fd_unbiased"]} >= {"half-A x unlabelled", "half-B x unlabelled"}
+    assert (tmp_path / "audit" / "report.html").is_file()
+    manifest = __import__("pandas").read_parquet(tmp_path / "audit" / "manifest.parquet")
+    assert (manifest.role == "reference").sum() == 20

@@ -76,7 +76,8 @@ def embed(out: str | Path, encoders: list, *, batch_size: int = 16,
                 chunk = new[i:i + batch_size]
                 tstore.write([text_key(t) for t in chunk], encoder.embed_texts(chunk))
             roles.setdefault("distribution", encoder.encoder_id)
-            roles["text"] = encoder.encoder_id
+            if texts:  # images without prompts (a user's folder) have no text side
+                roles["text"] = encoder.encoder_id
         else:
             roles.setdefault("identity", encoder.encoder_id)
     meta.update(preprocessing=preprocessing, encoders=roles)
