@@ -9,8 +9,6 @@ uncertainty, and explain them by the training mix.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -133,13 +131,9 @@ def metrics(
 
 
 def _progress(label: str):
-    from tqdm import tqdm
+    from faceaudit.io import progress_bar
 
-    def wrap(items):
-        items = list(items)
-        return tqdm(items, desc=label, unit="metric", leave=False, disable=not sys.stderr.isatty() and not os.environ.get("FACEAUDIT_PROGRESS"))
-
-    return wrap
+    return lambda items: progress_bar(items, label)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from faceaudit.cli import _fail, _progress, app, console
+from faceaudit.cli import _fail, app, console
 
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
 
@@ -59,8 +59,7 @@ def measure(
     from faceaudit.measure_audit import MeasureSettings, measure_audit
 
     try:
-        frame = measure_audit(audit, MeasureSettings(num_bootstrap=bootstrap, seed=seed),
-                              progress=lambda items, label: _progress(label)(items))
+        frame = measure_audit(audit, MeasureSettings(num_bootstrap=bootstrap, seed=seed))
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(f"{len(frame)} rows -> {audit / 'metrics.parquet'}")
@@ -244,7 +243,7 @@ def generate(
 
     try:
         spec = load_spec(spec_path)
-        manifest = run(spec, out, progress=lambda items, label: _progress(label)(items))
+        manifest = run(spec, out)
     except (SpecError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     console.print(f"{len(manifest)} images -> {out / 'manifest.parquet'}")
@@ -277,7 +276,7 @@ def embed(
             arch, _, pretrained = clip.partition(":")
             encoders = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib"))
         built = [build_encoder(e) for e in encoders]
-        counts = run(out, built, batch_size=batch_size, progress=lambda items, label: _progress(label)(items))
+        counts = run(out, built, batch_size=batch_size)
     except (SpecError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     for enc, n in counts.items():

@@ -29,3 +29,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def progress_bar(items, label: str):
+    """A tqdm bar over ``items`` on an interactive terminal (or with FACEAUDIT_PROGRESS=1)."""
+    import sys
+
+    from tqdm import tqdm
+
+    items = list(items)
+    quiet = not sys.stderr.isatty() and not os.environ.get("FACEAUDIT_PROGRESS")
+    return tqdm(items, desc=label, leave=False, disable=quiet)

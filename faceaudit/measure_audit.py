@@ -21,7 +21,7 @@ import pandas as pd
 
 from faceaudit import core
 from faceaudit.disparity import wilson_interval
-from faceaudit.io import atomic_write_bytes
+from faceaudit.io import atomic_write_bytes, progress_bar
 from faceaudit.store import EmbeddingStore, read_manifest
 
 DISTRIBUTION_METRICS = ("fd", "fd_unbiased", "mmd2", "precision", "recall", "density", "coverage")
@@ -114,7 +114,7 @@ def _verification_with_interval(key, x, identity, pairs, keep, num_bootstrap, co
 
 
 def measure_audit(audit_dir: str | Path, settings: MeasureSettings = MeasureSettings(),
-                  progress: Callable = lambda items, label: items) -> pd.DataFrame:
+                  progress: Callable = progress_bar) -> pd.DataFrame:
     """Compute every per-group metric of an audit folder and write ``metrics.parquet``."""
     audit_dir = Path(audit_dir)
     manifest, meta = read_manifest(audit_dir / "manifest.parquet")

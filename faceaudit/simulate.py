@@ -199,7 +199,6 @@ def simulate(out: str | Path, *, seed: int = 0, config: SimulationConfig | None 
     gamma = float(config.diversity)
     sw = np.sqrt(config.within_var)
     for k, attrs in enumerate(config.groups):
-        label = world.labels[k]
         mu = np.asarray(world.world.means[k])
         sb = float(np.sqrt(world.identity.between[k]))
         d = config.dim

@@ -43,7 +43,7 @@ def test_simulate_is_reproducible_and_writes_the_pipeline_files(audit, tmp_path)
 
 def test_measured_fd_and_verification_agree_with_the_truth(audit):
     out, truth = audit
-    frame = measure_audit(out, MeasureSettings(num_bootstrap=60))
+    frame = measure_audit(out, MeasureSettings(num_bootstrap=30))
     fd = frame[(frame.metric == "fd_unbiased") & (frame.group != "all")].set_index("group")
     z = [(fd.loc[g, "value"] - v["fd_true"]) / fd.loc[g, "se"] for g, v in truth["groups"].items()]
     assert np.all(np.abs(z) < 4), z  # bias-corrected FD is unbiased for the true FD
@@ -62,7 +62,7 @@ def test_measured_fd_and_verification_agree_with_the_truth(audit):
 def test_explain_flags_the_under_represented_groups_and_plan_beats_alternatives(audit):
     out, truth = audit
     if not (out / "metrics.parquet").is_file():
-        measure_audit(out, MeasureSettings(num_bootstrap=60))
+        measure_audit(out, MeasureSettings(num_bootstrap=30))
     idata = ex.explain(out, ex.ExplainSettings(num_warmup=150, num_samples=150, num_chains=2, seed=1))
     summary = ex.summarise_selection(idata).set_index("group")
     true_share = {g: v["share"] for g, v in truth["groups"].items()}

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from faceaudit.spec import EXAMPLE, SpecError, load_spec

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from faceaudit.io import progress_bar
 from faceaudit.store import EmbeddingStore, content_hash, read_manifest, write_manifest
 
 TEXT_PREPROCESSING = "open_clip-tokenizer"
@@ -44,7 +45,7 @@ def _load(out: Path, path: str) -> Image.Image:
 
 
 def embed(out: str | Path, encoders: list, *, batch_size: int = 16,
-          progress: Callable = lambda items, label: items) -> dict[str, int]:
+          progress: Callable = progress_bar) -> dict[str, int]:
     """Embed what is missing; return how many images each encoder computed."""
     out = Path(out)
     manifest, meta = read_manifest(out / "manifest.parquet")

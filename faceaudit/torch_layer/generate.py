@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceaudit.io import atomic_write_bytes
+from faceaudit.io import atomic_write_bytes, progress_bar
 from faceaudit.spec import AuditSpec, GeneratorSpec
 from faceaudit.store import content_hash, write_manifest
 
@@ -95,7 +95,7 @@ def _render(pipe, generator: GeneratorSpec, job: dict):
 
 
 def generate(spec: AuditSpec, out: str | Path, *, pipeline_loader: Callable = load_pipeline,
-             progress: Callable = lambda items, label: items) -> pd.DataFrame:
+             progress: Callable = progress_bar) -> pd.DataFrame:
     """Generate every job not yet done; consolidate and return the manifest."""
     out = Path(out)
     for generator in spec.generators:
