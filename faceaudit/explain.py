@@ -42,8 +42,7 @@ class ExplainSettings:
     max_dim: int = 48  # above this, fit in the reference set's top principal components
 
 
-def _targets(audit_dir: Path, groups: list[str], max_dim: int):
-    manifest, meta = read_manifest(audit_dir / "manifest.parquet")
+def _targets(audit_dir: Path, manifest: pd.DataFrame, meta: dict, groups: list[str], max_dim: int):
     encoder = meta.get("encoders", {}).get("distribution")
     store = EmbeddingStore(audit_dir, encoder, meta.get("preprocessing", {}).get(encoder, "none"))
     emb = np.asarray(store.load(manifest["image_id"])["embedding"].values, dtype=np.float64)
@@ -64,7 +63,7 @@ def _targets(audit_dir: Path, groups: list[str], max_dim: int):
             )
         means.append(rows.mean(axis=0))
         covs.append(np.cov(rows, rowvar=False))
-    return np.stack(means), np.stack(covs), basis, manifest, emb
+    return np.stack(means), np.stack(covs), basis, emb
 
 
 def _observed_fd(audit_dir, groups, basis, manifest, emb, seed):
@@ -100,7 +99,7 @@ def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings()
     from faceaudit.models.selection import SelectionDesign, selection_model
 
     audit_dir = Path(audit_dir)
-    manifest, _ = read_manifest(audit_dir / "manifest.parquet")
+    manifest, meta = read_manifest(audit_dir / "manifest.parquet")
     groups = sorted(manifest.loc[manifest["role"] == "reference", "group"].unique())
     training_size = settings.training_size
     if training_size is None:
@@ -108,7 +107,7 @@ def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings()
         if not truth.is_file():
             raise ValueError("pass the generator's training-set size (--training-size); it is not identifiable from FD")
         training_size = float(json.loads(truth.read_text())["training"]["size"])
-    means, covs, basis, manifest, emb = _targets(audit_dir, groups, settings.max_dim)
+    means, covs, basis, emb = _targets(audit_dir, manifest, meta, groups, settings.max_dim)
     generators, fd, se = _observed_fd(audit_dir, groups, basis, manifest, emb, settings.seed)
     if np.any(~np.isfinite(se)) or np.any(se <= 0):
         raise ValueError("every per-group FD needs a positive standard error: run measure with bootstrap replicates")
