@@ -163,7 +163,7 @@ EMBED = Stage("embed", "embeddings", "embed images with open_clip and dlib", _em
 STAGES = (
     Stage("measure", "metrics.parquet", "per-group metrics with bootstrap intervals", _measure),
     Stage("disparity", "disparity.json", "Bayesian disparity model of per-image on-manifold rates", _disparity),
-    Stage("explain", "selection.nc", "fit the training-mix model to per-group FD", _explain),
+    Stage("explain", "selection.nc", "fit the training-mix model to per-group FD and verification", _explain),
     Stage("report", "report.html", "write the HTML report", _report),
 )
 

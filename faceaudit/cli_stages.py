@@ -6,6 +6,7 @@ Registered on the main ``faceaudit`` app (imported at the end of ``faceaudit.cli
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -75,8 +76,9 @@ def explain(
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
 ) -> None:
     """Infer each group's effective training share (and transfer, shrinkage, diversity,
-    source shifts) from the per-group bias-corrected FD of metrics.parquet, with posterior
-    uncertainty; writes selection.nc and names the groups that look under-represented."""
+    source shifts) from the per-group bias-corrected FD of metrics.parquet, plus same-group
+    verification of named identities when the real identity spreads are known, with
+    posterior uncertainty; writes selection.nc and names the groups that look under-represented."""
     from faceaudit import explain as ex
 
     settings = ex.ExplainSettings(training_size=training_size, num_warmup=warmup, num_samples=samples,
@@ -88,13 +90,16 @@ def explain(
         _fail(str(err))
     summary = ex.summarise_selection(idata)
     t = Table(title="effective training share per group (posterior mean, 90% HDI)")
-    for col in ("generator", "group", "share", "HDI", "P(< uniform)", "E FD"):
+    for col in ("generator", "group", "share", "HDI", "P(< uniform)", "E FD", "E verif."):
         t.add_column(col, justify="left" if col in ("generator", "group") else "right")
     for r in summary.itertuples():
         flag = " [bold red]under-represented[/]" if r.under_represented else ""
         t.add_row(r.generator, r.group + flag, f"{r.share_mean:.3f}", f"[{r.share_low:.3f}, {r.share_high:.3f}]",
-                  f"{r.p_below_uniform:.2f}", f"{r.fd_expected:.3f}")
+                  f"{r.p_below_uniform:.2f}", f"{r.fd_expected:.3f}",
+                  "" if math.isnan(r.verification_expected) else f"{r.verification_expected:.3f}")
     console.print(t)
+    console.print(f"fitted to {summary['evidence'].iloc[0]} (verification: {idata.constant_data.attrs['verification']})",
+                  markup=False)
     console.print(f"wrote {audit / 'selection.nc'}")
 
 
@@ -104,7 +109,7 @@ def plan_mix(
     selection: Annotated[Path | None, typer.Option(help="selection.nc from `faceaudit explain` (plans under the posterior).")] = None,
     world: Annotated[Path | None, typer.Option(help="world.npz from `faceaudit simulate` (plans under the known truth).")] = None,
     generator: Annotated[str | None, typer.Option(help="Generator in selection.nc (default: the first).")] = None,
-    objective: Annotated[str, typer.Option(help="fd (worst group's FD) or verification (worst same-group accuracy; needs --world).")] = "fd",
+    objective: Annotated[str, typer.Option(help="fd (worst group's FD) or verification (worst same-group accuracy; needs a fit with verification, or --world).")] = "fd",
     out: Annotated[Path, typer.Option("--out", help="Folder for plan.parquet, plan.json and plan.png.")] = Path("."),
 ) -> None:
     """Allocate a budget of extra training images over groups to help the worst-served group
@@ -122,9 +127,10 @@ def plan_mix(
 
             if not selection.is_file():
                 raise FileNotFoundError(f"selection file not found: {selection}")
-            labels, target, mix = ex.posterior_world(az.from_netcdf(selection), generator)
+            idata = az.from_netcdf(selection)
+            labels, target, mix = ex.posterior_world(idata, generator)
             if objective == "verification":
-                raise ValueError("objective 'verification' needs identity spreads: use --world")
+                identity = ex.posterior_identity(idata)
         else:
             from faceaudit.simulate import World
 

@@ -1,9 +1,10 @@
 """Explain per-group quality by the training mix, and plan a better mix.
 
 ``explain``: reference embeddings give the target populations; the measure stage's per-group
-bias-corrected FD (with bootstrap standard errors) is the data; ``models/selection.py`` is
-the model. Output: ``selection.nc`` (arviz InferenceData with the target world in
-``constant_data``) and a table of effective training shares with the groups that look
+bias-corrected FD (with bootstrap standard errors) is the data, joined by the same-group
+verification accuracy of named identities when the real identity spreads are known;
+``models/selection.py`` is the model. Output: ``selection.nc`` (arviz InferenceData with
+the target world in ``constant_data``) and a table of effective training shares with the groups that look
 under-represented. ``plan_mix``: the worst-group-optimal allocation of extra training
 images under the posterior (or under a simulated world's truth), against the uniform and
 proportional allocations, with a quality-versus-share figure.
@@ -66,11 +67,10 @@ def _targets(audit_dir: Path, manifest: pd.DataFrame, meta: dict, groups: list[s
     return np.stack(means), np.stack(covs), basis, emb
 
 
-def _observed_fd(audit_dir, groups, basis, manifest, emb, seed):
+def _observed_fd(audit_dir, metrics, groups, basis, manifest, emb, seed):
     """Per generator x group bias-corrected FD and SE: the measure stage's, or recomputed
     in the principal subspace when the fit works there."""
     if basis is None:
-        metrics = pd.read_parquet(audit_dir / "metrics.parquet")
         fd = metrics[(metrics["metric"] == "fd_unbiased") & (metrics["group"] != "all")]
         generators = sorted(fd["generator"].unique())
         table = fd.pivot(index="generator", columns="group", values="value").reindex(index=generators, columns=groups)
@@ -92,6 +92,99 @@ def _observed_fd(audit_dir, groups, basis, manifest, emb, seed):
     return generators, np.stack(values), np.stack(ses)
 
 
+def identity_spreads(x: np.ndarray, identity: np.ndarray, group: np.ndarray, groups: list[str]):
+    """Isotropic one-way random-effects estimate of the real identity spreads.
+
+    ``sw^2``: the pooled within-identity variance per dimension; ``sb_g^2``: the variance of
+    identity means within group ``g`` per dimension, less the share ``sw^2 mean(1/m_i)``
+    that image noise adds to a mean of ``m_i`` images (clipped at zero).
+
+    Raises:
+        ValueError: naming the group with fewer than two identities of two images.
+    """
+    d = x.shape[1]
+    within_ss, within_df, between = 0.0, 0, []
+    centres_by_group = {}
+    for g in groups:
+        rows = group == g
+        names, code, counts = np.unique(identity[rows], return_inverse=True, return_counts=True)
+        if np.sum(counts >= 2) < 2:
+            raise ValueError(f"group {g!r}: identity spreads need two identities with two or more reference images each")
+        sums = np.zeros((names.size, d))
+        np.add.at(sums, code, x[rows])
+        centres = sums / counts[:, None]
+        within_ss += float(np.sum((x[rows] - centres[code]) ** 2))
+        within_df += d * int(np.sum(counts - 1))
+        centres_by_group[g] = (centres, counts)
+    within = within_ss / within_df
+    for g in groups:
+        centres, counts = centres_by_group[g]
+        spread = np.sum((centres - centres.mean(axis=0)) ** 2) / (d * (centres.shape[0] - 1))
+        between.append(max(spread - within * float(np.mean(1.0 / counts)), 0.0))
+    return within, np.asarray(between)
+
+
+def _impostor_pair_weights(manifest: pd.DataFrame, generators: list[str], groups: list[str]) -> np.ndarray:
+    """``(J, G, 2, 2)`` counts of ordered image pairs of distinct named identities by kind
+    (invented, celebrity): the mixture ``verification_pairs`` draws same-group impostors from."""
+    out = np.zeros((len(generators), len(groups), 2, 2))
+    named = (manifest["role"] == "generated") & (manifest["identity"] != "") & (manifest["edit"] == "")
+    rows = manifest[named]
+    for j, gen in enumerate(generators):
+        for k, grp in enumerate(groups):
+            mine = rows[(rows["generator"] == gen) & (rows["group"] == grp)]
+            per_identity = mine.groupby("identity")["identity_kind"].agg(["first", "size"])
+            celebrity = (per_identity["first"] == "celebrity").to_numpy()
+            m = per_identity["size"].to_numpy(dtype=float)
+            n = np.array([m[~celebrity].sum(), m[celebrity].sum()])
+            same = np.array([np.sum(m[~celebrity] ** 2), np.sum(m[celebrity] ** 2)])
+            out[j, k] = np.outer(n, n) - np.diag(same)
+            if out[j, k].sum() <= 0:
+                # No impostor pairs: the cell is masked out of the likelihood, but its
+                # prediction must stay finite (a NaN would poison the gradient).
+                out[j, k] = np.diag([1.0, 0.0])
+    return out
+
+
+def _verification_design(audit_dir, metrics, manifest, meta, groups, generators):
+    """``(design, observed accuracies, where the identity spreads came from)`` of the
+    verification term, or ``(None, None, why it cannot be formed)``."""
+    from faceaudit.models.selection import VerificationDesign
+
+    same = metrics[(metrics["metric"] == "verification_same_group") & (metrics["edit"] == "")]
+    if same.empty:
+        return None, None, "the audit has no same-group verification (no named identities)"
+    value = same.pivot(index="generator", columns="group", values="value").reindex(index=generators, columns=groups)
+    se = same.pivot(index="generator", columns="group", values="se").reindex(index=generators, columns=groups)
+    observed = (np.isfinite(value.to_numpy()) & np.isfinite(se.to_numpy()) & (se.to_numpy() > 0))
+    if not observed.any():
+        return None, None, "no same-group verification accuracy has a standard error"
+    ref = manifest["role"].to_numpy() == "reference"
+    encoder = meta.get("encoders", {}).get("identity")
+    labelled = ref & (manifest["identity"].to_numpy() != "")
+    if encoder and labelled.any():
+        store = EmbeddingStore(audit_dir, encoder, meta.get("preprocessing", {}).get(encoder, "none"))
+        emb = store.load(manifest.loc[labelled, "image_id"])
+        keep = np.asarray(emb["found"].values, dtype=bool)
+        x = np.asarray(emb["embedding"].values, dtype=np.float64)[keep]
+        sub = manifest.loc[labelled][keep]
+        within, between = identity_spreads(x, sub["identity"].to_numpy(), sub["group"].to_numpy(), groups)
+        dim, source = x.shape[1], "reference images with identity labels"
+    elif (audit_dir / "world.npz").is_file():
+        from faceaudit.simulate import World
+
+        world = World.from_npz(audit_dir / "world.npz")
+        order = [world.labels.index(g) for g in groups]
+        within, between = float(world.identity.within), np.asarray(world.identity.between)[order]
+        dim, source = int(world.world.means.shape[1]), "the simulated world (world.npz)"
+    else:
+        return None, None, "the real identity spreads are unknown (no reference images with identity labels)"
+    design = VerificationDesign(dim, within, jnp.asarray(between),
+                                jnp.asarray(_impostor_pair_weights(manifest, generators, groups)),
+                                jnp.asarray(np.where(observed, se.to_numpy(), 1.0)), jnp.asarray(observed))
+    return design, np.where(observed, value.to_numpy(), np.nan), source
+
+
 def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings(), *, progress: bool = False) -> az.InferenceData:
     """Fit the selection model to an audit folder; write ``selection.nc``; return it."""
     from numpyro.infer import MCMC, NUTS
@@ -108,7 +201,8 @@ def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings()
             raise ValueError("pass the generator's training-set size (--training-size); it is not identifiable from FD")
         training_size = float(json.loads(truth.read_text())["training"]["size"])
     means, covs, basis, emb = _targets(audit_dir, manifest, meta, groups, settings.max_dim)
-    generators, fd, se = _observed_fd(audit_dir, groups, basis, manifest, emb, settings.seed)
+    metrics = pd.read_parquet(audit_dir / "metrics.parquet")
+    generators, fd, se = _observed_fd(audit_dir, metrics, groups, basis, manifest, emb, settings.seed)
     if np.any(~np.isfinite(se)) or np.any(se <= 0):
         raise ValueError("every per-group FD needs a positive standard error: run measure with bootstrap replicates")
     gaps = np.sqrt(((means[:, None] - means[None]) ** 2).sum(-1))[np.triu_indices(len(groups), 1)]
@@ -118,29 +212,40 @@ def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings()
         raise ValueError(f"the fit needs at least as many dimensions ({d}) as groups ({len(groups)})")
     directions = np.linalg.qr(np.random.default_rng(settings.seed).normal(size=(d, len(groups))))[0].T
     target = core.TargetWorld(jnp.asarray(means), jnp.asarray(covs), jnp.zeros_like(jnp.asarray(means)))
+    verification, accuracy, verification_source = _verification_design(audit_dir, metrics, manifest, meta, groups, generators)
     design = SelectionDesign(target.means, target.covs, jnp.asarray(directions), training_size, length_scale,
-                             jnp.asarray(se), core.target_roots(target))
+                             jnp.asarray(se), core.target_roots(target), verification=verification)
     mcmc = MCMC(NUTS(selection_model, target_accept_prob=0.9), num_warmup=settings.num_warmup,
                 num_samples=settings.num_samples, num_chains=settings.num_chains, chain_method="vectorized",
                 progress_bar=progress)
-    mcmc.run(jax.random.key(settings.seed), design, fd=jnp.asarray(fd))
+    mcmc.run(jax.random.key(settings.seed), design, fd=jnp.asarray(fd),
+             verification=None if verification is None else jnp.asarray(accuracy))
     coords = {"generator": generators, "group": groups, "dim": np.arange(d)}
     dims = {"shares": ["generator", "group"], "diversity": ["generator"], "shift": ["group"],
-            "fd_expected": ["generator", "group"], "fd": ["generator", "group"]}
+            "fd_expected": ["generator", "group"], "fd": ["generator", "group"],
+            "verification_expected": ["generator", "group"], "verification": ["generator", "group"]}
     idata = az.from_numpyro(mcmc, coords=coords, dims=dims)
+    constant = {"target_means": (("group", "dim"), means), "target_covs": (("group", "dim", "dim2"), covs),
+                "shift_directions": (("group", "dim"), directions), "fd_se": (("generator", "group"), se)}
+    attrs = {"training_size": training_size, "length_scale": length_scale,
+             "verification": verification_source if verification is not None else f"not fitted: {verification_source}"}
+    if verification is not None:
+        constant["identity_between"] = (("group",), np.asarray(verification.between))
+        attrs.update(identity_within=float(verification.within), identity_dim=verification.dim)
     idata.add_groups(constant_data=xr.Dataset(
-        {"target_means": (("group", "dim"), means), "target_covs": (("group", "dim", "dim2"), covs),
-         "shift_directions": (("group", "dim"), directions), "fd_se": (("generator", "group"), se)},
-        coords={"group": groups, "dim": np.arange(d), "dim2": np.arange(d), "generator": generators},
-        attrs={"training_size": training_size, "length_scale": length_scale},
+        constant, coords={"group": groups, "dim": np.arange(d), "dim2": np.arange(d), "generator": generators},
+        attrs=attrs,
     ))
     save_idata(idata, audit_dir / "selection.nc")
     return idata
 
 
 def summarise_selection(idata: az.InferenceData, hdi_prob: float = 0.9) -> pd.DataFrame:
-    """Per generator x group: effective share (mean, HDI), P(share < 1/G), under-represented."""
+    """Per generator x group: effective share (mean, HDI), P(share < 1/G), under-represented,
+    the fitted expected FD (and same-group verification), and what the fit was given."""
     shares = idata.posterior["shares"]
+    post_verification = idata.posterior.get("verification_expected")
+    evidence = "per-group FD" + (" + same-group verification" if post_verification is not None else "")
     n_groups = shares.sizes["group"]
     hdi = az.hdi(idata, var_names=["shares"], hdi_prob=hdi_prob)["shares"]
     rows = []
@@ -152,7 +257,10 @@ def summarise_selection(idata: az.InferenceData, hdi_prob: float = 0.9) -> pd.Da
                              share_low=float(hdi.sel(generator=gen, group=group, hdi="lower")),
                              share_high=float(hdi.sel(generator=gen, group=group, hdi="higher")),
                              p_below_uniform=p_below, under_represented=p_below >= UNDER_REPRESENTED_PROBABILITY,
-                             fd_expected=float(idata.posterior["fd_expected"].sel(generator=gen, group=group).mean())))
+                             fd_expected=float(idata.posterior["fd_expected"].sel(generator=gen, group=group).mean()),
+                             verification_expected=float(post_verification.sel(generator=gen, group=group).mean())
+                             if post_verification is not None else float("nan"),
+                             evidence=evidence))
     return pd.DataFrame(rows)
 
 
@@ -177,6 +285,25 @@ def posterior_world(idata: az.InferenceData, generator: str | None = None, max_d
     world = core.TargetWorld(jnp.asarray(const["target_means"].values), jnp.asarray(const["target_covs"].values),
                              jnp.asarray(shift.mean(axis=0)[:, None] * directions))
     return [str(g) for g in const["group"].values], world, mixes
+
+
+def posterior_identity(idata: az.InferenceData) -> core.IdentitySpread:
+    """The real identity spreads the fit used, for planning by verification accuracy.
+
+    Raises:
+        ValueError: the fit had no verification term, or it was fitted in another space
+            (the identity encoder) than the target populations, which the planner's
+            closed form needs to share.
+    """
+    const = idata.constant_data
+    if "identity_between" not in const:
+        raise ValueError(f"the fit has no verification term ({const.attrs.get('verification', 'unknown')}); "
+                         "plan by fd, or use --world")
+    if int(const.attrs["identity_dim"]) != const.sizes["dim"]:
+        raise ValueError(f"identities were fitted in the identity encoder's {const.attrs['identity_dim']} dimensions, "
+                         f"the populations in {const.sizes['dim']}; the verification plan needs one space")
+    return core.IdentitySpread(jnp.asarray(float(const.attrs["identity_within"])),
+                               jnp.asarray(const["identity_between"].values))
 
 
 def plan_table(labels, world, mix, budget, *, objective="fd", identity=None) -> tuple[pd.DataFrame, core.PlanResult]:

@@ -162,8 +162,10 @@ def write_report(audit_dir: str | Path, settings: dict | None = None) -> Path:
                            .rename(columns={"value": "mean", "low": "HDI low", "high": "HDI high"})))
 
     if selection is not None:
-        body.append("<h2>Why: the training mix</h2><p>Effective training share per group inferred from per-group "
-                    "FD by the analytical model (90% HDI), and the expected FD of each group as its share changes.</p>")
+        evidence = str(selection["evidence"].iloc[0]) if "evidence" in selection else "per-group FD"
+        body.append("<h2>Why: the training mix</h2><p>Effective training share per group inferred from "
+                    f"{html.escape(evidence)} by the analytical model (90% HDI), and the expected FD of each group "
+                    "as its share changes.</p>")
         body.append(_table(selection[["generator", "group", "share_mean", "share_low", "share_high", "p_below_uniform",
                                       "under_represented"]]))
         if curves is not None:

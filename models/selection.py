@@ -13,6 +13,15 @@ reference set per group), the training size ``N`` and the transfer length scale.
 The likelihood is ``FD_obs ~ Normal(E FD_g(pi, ...), se)`` with the closed form of
 ``faceaudit.core.expected_fd``; the realised FD of one trained generator scatters around
 its expectation by ``O(1/N)``, far below audit standard errors, and is not modelled.
+
+When the real population's identity spreads are known (``VerificationDesign``: estimated
+from reference images with identity labels, or a simulated world's), the measured
+same-group verification accuracy of generated named identities joins the likelihood,
+``acc_obs ~ Normal(acc_g, se)`` with ``acc_g`` from ``faceaudit.core.kinds_verification``:
+invented names collapse by ``(1 - w_g)^2`` and celebrities keep their spread, mixed in the
+proportions of the audit's impostor pairs. This is what pins the shrinkage ``tau`` apart
+from the shares: FD sees ``w_g`` only through the mean and covariance mixing, verification
+sees it directly.
 Source-shift *directions* are not identifiable from per-group FD; they are fixed,
 mutually orthogonal unit vectors (``SelectionDesign.shift_directions``) and only their
 magnitudes are inferred.
@@ -30,6 +39,17 @@ import numpyro.distributions as dist
 from faceaudit import core
 
 
+class VerificationDesign(NamedTuple):
+    """Known quantities of the verification term (same-group accuracy of named identities)."""
+
+    dim: int  # identity-encoder dimension
+    within: float  # real within-identity variance sw^2 (per dimension)
+    between: jax.Array  # (G,) real between-identity variances sb_g^2
+    pair_weights: jax.Array  # (J, G, 2, 2) impostor pairs by kind: [invented, celebrity]
+    se: jax.Array  # (J, G); 1 where unobserved
+    observed: jax.Array  # (J, G) bool
+
+
 class SelectionDesign(NamedTuple):
     """Known quantities of the fit (arrays; sizes static through their shapes)."""
 
@@ -41,9 +61,22 @@ class SelectionDesign(NamedTuple):
     fd_se: jax.Array  # (J, G)
     target_roots: jax.Array  # (G, d, d) S_g^{1/2}, computed once (core.target_roots)
     shift_scale: float = 0.3
+    verification: VerificationDesign | None = None
 
 
-def selection_model(design: SelectionDesign, fd=None):
+def expected_same_group_verification(v: VerificationDesign, shrink, diversity):
+    """``(J, G)`` same-group accuracies from shrinkage weights ``(J, G)`` and ``gamma`` ``(J,)``."""
+
+    def one(w, gamma, between, weights):
+        g2 = gamma**2
+        kinds = g2 * between * jnp.stack([(1.0 - w) ** 2, jnp.ones_like(w)])
+        return core.kinds_verification(v.dim, g2 * v.within, kinds, weights)[0]
+
+    per_group = jax.vmap(one, in_axes=(0, None, 0, 0))
+    return jax.vmap(per_group, in_axes=(0, 0, None, 0))(shrink, diversity, v.between, v.pair_weights)
+
+
+def selection_model(design: SelectionDesign, fd=None, verification=None):
     n_gen, n_groups = design.fd_se.shape
     with numpyro.plate("generator", n_gen):
         shares = numpyro.sample("shares", dist.Dirichlet(jnp.ones(n_groups)))
@@ -57,7 +90,15 @@ def selection_model(design: SelectionDesign, fd=None):
 
     def expected(pi, gamma):
         mix = core.TrainingMix(pi, design.training_size, transfer, design.length_scale, shrinkage, gamma)
-        return core.expected_fd(world, mix, design.target_roots).total
+        return core.expected_fd(world, mix, design.target_roots).total, core.mixing(world, mix).shrink
 
-    mean = numpyro.deterministic("fd_expected", jax.vmap(expected)(shares, diversity))
-    numpyro.sample("fd", dist.Normal(mean, design.fd_se).to_event(2), obs=fd)
+    fd_mean, shrink = jax.vmap(expected)(shares, diversity)
+    numpyro.deterministic("fd_expected", fd_mean)
+    numpyro.sample("fd", dist.Normal(fd_mean, design.fd_se).to_event(2), obs=fd)
+    v = design.verification
+    if v is not None:
+        acc = numpyro.deterministic("verification_expected", expected_same_group_verification(v, shrink, diversity))
+        # Unobserved cells (a group without named identities) carry a placeholder value
+        # and are masked out of the likelihood.
+        likelihood = dist.Normal(acc, v.se).mask(v.observed).to_event(2)
+        numpyro.sample("verification", likelihood, obs=None if verification is None else jnp.where(v.observed, verification, 0.5))

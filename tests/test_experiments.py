@@ -43,3 +43,21 @@ def test_audit_image_folder_end_to_end(tmp_path):
     assert (tmp_path / "audit" / "report.html").is_file()
     manifest = __import__("pandas").read_parquet(tmp_path / "audit" / "manifest.parquet")
     assert (manifest.role == "reference").sum() == 20
+
+
+@pytest.mark.slow  # ~4 min: 4 NUTS fits of the selection model
+def test_selection_calibration_reduced_run(tmp_path):
+    """Simulation-based calibration of `faceaudit explain`'s model, reduced to 4 prior draws
+    (4 shares + 4 shifts + diversity + transfer + shrinkage = 44 intervals at nominal 0.9).
+
+    The full run (24 fits, benchmarks/results/selection_calibration.json) covers at 0.81
+    (MC SE 0.02): the fit's intervals are too narrow, an open finding of issue 5. This
+    check guards the machinery and against a collapse: at a true rate of 0.81,
+    P(coverage < 0.6) is below 1e-5.
+    """
+    _run("selection_calibration.py", "--fits", "4", "--samples", "100", "--warmup", "100", "--out", str(tmp_path))
+    res = json.loads((tmp_path / "selection_calibration.json").read_text())
+    assert res["intervals"] == 44
+    assert res["coverage"] >= 0.6, res["families"]
+    assert sum(len(r) for r in res["ranks"].values()) == 44
+    assert (tmp_path / "selection_calibration.png").stat().st_size > 10_000

@@ -31,6 +31,7 @@ from ._identity import (  # noqa: E402
     VerificationPrediction,
     expected_verification,
     generated_spread,
+    kinds_verification,
     ncx2_cdf,
 )
 from ._linalg import xla_only  # noqa: E402
@@ -96,6 +97,7 @@ __all__ = [
     "evaluate_allocation",
     "expected_fd",
     "expected_verification",
+    "kinds_verification",
     "fd_infinity",
     "fit_generator",
     "frechet_distance",

@@ -58,7 +58,7 @@ NOT_METRICS = {
     # the analytical selection model, checked against Monte Carlo in test_selection.py
     "transfer_kernel", "mixing", "fit_generator", "noise_free_generator", "sample_training_stats",
     "bures_squared", "gaussian_frechet", "expected_fd", "measured_fd_bias", "ncx2_cdf",
-    "generated_spread", "expected_verification", "target_roots", "with_extra", "evaluate_allocation", "plan_mix",
+    "generated_spread", "expected_verification", "kinds_verification", "target_roots", "with_extra", "evaluate_allocation", "plan_mix",
 }
 
 

@@ -152,6 +152,41 @@ def test_verification_thresholds_are_optimal():
     assert np.all(np.diff(np.asarray(pred.same_group)) > 0)
 
 
+def test_kinds_verification_reduces_to_the_same_group_closed_form():
+    """One kind: the densities of v1 chi2_d and v2 chi2_d cross at
+    t* = d v1 v2 log(v2 / v1) / (v2 - v1); scipy's chi-square gives the accuracy there."""
+    d, within = 20, 0.5
+    for between in (0.05, 0.3, 1.2):
+        v1, v2 = 2 * within, 2 * (within + between)
+        t = d * v1 * v2 * np.log(v2 / v1) / (v2 - v1)
+        want = 0.5 * (scipy.stats.chi2.cdf(t / v1, d) + 1 - scipy.stats.chi2.cdf(t / v2, d))
+        acc, threshold = fc.kinds_verification(d, within, jnp.asarray([between]), jnp.ones((1, 1)))
+        np.testing.assert_allclose(float(threshold), t, rtol=1e-9)
+        np.testing.assert_allclose(float(acc), want, rtol=FLOAT64_REFERENCE)
+
+
+def test_kinds_verification_matches_monte_carlo(rng):
+    """Invented (collapsed) and celebrity identities in one group: a mixture of impostors."""
+    d, reps, within = 16, 200_000, 0.4
+    between = np.array([0.08, 0.5])  # invented, celebrity
+    images = np.array([40.0, 16.0])  # images per kind; pair weights as verification_pairs draws them
+    weights = np.outer(images, images)
+    weights[np.diag_indices(2)] -= images * 4 / 2  # same-identity pairs (4 seeds) are not impostors
+    acc, t = fc.kinds_verification(d, within, jnp.asarray(between), jnp.asarray(weights))
+    p = weights.ravel() / weights.sum()
+    kinds = rng.choice(4, size=reps, p=p)
+    b = between[kinds // 2] + between[kinds % 2]
+    impostor = rng.chisquare(d, reps) * (2 * within + b)
+    genuine = rng.chisquare(d, reps) * 2 * within
+    mc = 0.5 * (np.mean(genuine <= float(t)) + np.mean(impostor > float(t)))
+    assert abs(mc - float(acc)) < monte_carlo(0.5 / np.sqrt(reps))
+    # The threshold is optimal: moving it either way loses accuracy.
+    for factor in (0.95, 1.05):
+        worse = 0.5 * (scipy.stats.chi2.cdf(float(t) * factor / (2 * within), d)
+                       + 1 - p @ scipy.stats.chi2.cdf(float(t) * factor / (2 * within + (between[:, None] + between[None]).ravel()), d))
+        assert worse < float(acc)
+
+
 def _fd_total(world, shares, transfer, shrinkage, diversity):
     return fc.expected_fd(world, fc.TrainingMix(shares, 2000.0, transfer, 1.2, shrinkage, diversity)).total
 
