@@ -268,10 +268,18 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/metrics.json"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", default="fd,kid,prdc,vendi,group_fd", help="comma-separated benchmarks to run")
+    parser.add_argument("--only", default="fd,kid,prdc,vendi,group_fd",
+                        help="comma-separated benchmarks to run; NAME:CASE picks one case, e.g. fd:50000x768 or group_fd:768")
     args = parser.parse_args(argv)
     grid = GRIDS["quick" if args.quick else "default"]
-    only = set(args.only.split(","))
+    only = {}
+    for item in args.only.split(","):
+        name, _, case = item.partition(":")
+        only.setdefault(name, set()).add(case)
+
+    def selected(name, cfg):
+        label = "x".join(map(str, cfg)) if isinstance(cfg, tuple) else str(cfg)
+        return name in only and ("" in only[name] or label in only[name])
     versions = {}
     for pkg in ("jax", "jaxlib", "numpy", "scipy", "torch", "torchmetrics", "torch-fidelity", "clean-fid", "prdc", "vendi-score"):
         try:
@@ -287,9 +295,9 @@ def main(argv=None):
         "group_fd": lambda c: bench_group_fd(c, args.repeats, per_group=100 if args.quick else 500, replicates=20 if args.quick else 200),
     }
     for name in ("fd", "kid", "prdc", "vendi", "group_fd"):
-        if name not in only:
-            continue
         for cfg in grid[name]:
+            if not selected(name, cfg):
+                continue
             case = runners[name](cfg)
             results["cases"].append(case)
             print(json.dumps({k: v for k, v in case.items() if k not in ("peers",)}, default=float), flush=True)

@@ -21,6 +21,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _linalg, _validate
 from ._typing import Array, Features, Scalar, Weights
@@ -88,10 +89,24 @@ def vendi_score(x: Features, *, q: float = 1.0, kernel: str = "cosine", bandwidt
         Learning", TMLR 2023. Pasarkar & Dieng, "Cousins of the Vendi Score", 2023.
     """
     q, bw = _check(q, kernel, bandwidth)
-    x = _validate.features(x, "x", min_rows=1)
+    x = _validate.features(x, "x", min_rows=1, as_jax=False)
+    if kernel == "cosine" and x.shape[1] < x.shape[0] and _linalg.host_eager(x):
+        return _host_cosine_vendi(x, q)
     if kernel == "cosine":
         _validate.nonzero_rows(x, "x")
-    return _vendi_weighted(x, jnp.ones(x.shape[0]), bw, q, kernel)
+    return _vendi_weighted(jnp.asarray(x), jnp.ones(x.shape[0]), bw, q, kernel)
+
+
+def _host_cosine_vendi(x, q: float) -> Scalar:
+    """The ``d x d`` dual straight from the caller's array on CPU: row norms, then rows
+    scaled by ``1 / (|x_i| sqrt(n))`` chunk by chunk into BLAS ``syrk``, then LAPACK's
+    values-only eigensolver. (The zero-row check reuses the norms.)"""
+    x = np.asarray(x, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", x, x)
+    if np.any(sq == 0):
+        _validate.nonzero_rows(x, "x")
+    dual = _linalg.host_row_gram(x, row_scale=1.0 / np.sqrt(sq * x.shape[0]))
+    return _order_entropy_exp(jnp.asarray(_linalg._eigvalsh_values_only(dual)), q)
 
 
 def vendi_score_weighted(x: Features, w: Weights, *, q=1.0, kernel="cosine", bandwidth=1.0) -> Scalar:

@@ -75,14 +75,48 @@ def test_singular_covariances_against_40_digit_reference(n_x, n_y, d, rng):
     )
 
 
-def test_host_lapack_and_xla_paths_agree(rng):
-    """The CPU fast path (LAPACK callbacks) and the portable XLA path give one answer."""
-    x, y = _sets(rng, 400, 300, 24)
+def test_host_lapack_and_xla_paths_agree(rng, monkeypatch):
+    """The CPU fast path (host BLAS/LAPACK, called eagerly or through callbacks) and the
+    portable XLA path give one answer; 256-row chunks make the host Gram kernels loop."""
+    from faceaudit.core import _linalg
+
+    monkeypatch.setattr(_linalg, "SCATTER_CHUNK_ELEMENTS", 256 * 24)
+    x, y = _sets(rng, 1500, 1000, 24)
     xs, ys = _sets(rng, 20, 30, 40)
-    fast = [float(fc.frechet_distance(x, y)), float(fc.frechet_distance(xs, ys)), float(fc.vendi_score(x))]
+    key = jax.random.key(4)
+
+    # PRDC's CPU path screens distances in float32 and decides every pair within the
+    # rounding bound in float64: duplicated rows (zero radii) and a large common offset
+    # (|x|^2 >> distances, the bound's worst case) must still give the float64 answer.
+    dup_real = np.concatenate([x[:300], x[:300], x[:100]])
+    dup_fake = np.concatenate([y[:400], x[:100]])
+    offset = 1000.0 + 30.0 * x[:500]
+
+    def metrics():
+        kid = fc.kid(x, y, key=key, num_subsets=4, subset_size=300)
+        prdc = [fc.prdc(a, b, k=k, block_size=128) for a, b, k in
+                ((x[:900], y[:700], 5), (dup_real, dup_fake, 3), (offset, offset[::-1] + y[:500], 5))]
+        return [float(fc.frechet_distance(x, y)), float(fc.frechet_distance(xs, ys)), float(fc.vendi_score(x)),
+                float(fc.vendi_score(x, q=float("inf"))), float(kid.mean), float(kid.std),
+                float(jax.jit(fc.frechet_distance)(x, y))] + [float(v) for p in prdc for v in p]
+
+    fast = metrics()
     with fc.xla_only():
-        portable = [float(fc.frechet_distance(x, y)), float(fc.frechet_distance(xs, ys)), float(fc.vendi_score(x))]
+        portable = metrics()
     np.testing.assert_allclose(fast, portable, rtol=FLOAT64_REFERENCE)
+
+
+def test_singular_values_skip_zero_rows_and_columns_exactly(rng):
+    """Bootstrap weights zero whole rows/columns of the cross factor; the host SVD drops
+    them (4x less work) and must return the full matrix's singular values."""
+    from faceaudit.core._linalg import _host_svdvals
+
+    m = rng.normal(size=(3, 60, 50))
+    m[:, rng.choice(60, 22, replace=False)] = 0.0
+    m[:, :, rng.choice(50, 17, replace=False)] = 0.0
+    m[2] = 0.0  # an all-zero replicate
+    want = np.stack([np.linalg.svd(a, compute_uv=False) for a in m])
+    np.testing.assert_allclose(_host_svdvals(m), want, rtol=FLOAT64_REFERENCE, atol=1e-13)
 
 
 def test_float32_input_gives_the_float64_answer(rng):
