@@ -250,10 +250,9 @@ def _host_prdc(real, fake, k: int, block: int) -> PRDC:
     recalled = np.zeros(real.shape[0], bool)
     for start in range(0, m, block):
         rows = slice(start, min(start + block, m))
-        offset = start
         dist = _sq_dist32(f32[rows], sq_f32[rows], r32, sq_r32)  # (block, n_real)
 
-        def exact(ri, ci):
+        def exact(ri, ci, offset=start):
             return _exact_sq(fake, sq_f, real, sq_r, ri + offset, ci)
 
         in_real = _ball_hits(dist, e_f[rows], e_r, r2_real, exact)
