@@ -145,14 +145,19 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+def host_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def host_map(fn, items) -> list:
     """``[fn(a) for a in items]`` on one thread per core, each with a single-threaded BLAS
     (numpy and LAPACK release the GIL). Pays off for batches of mid-sized products (KID's
-    1,000-row subsets: 15-30% here); the per-group bootstrap's 500 x 500 SVDs showed no
-    gain and stay serial."""
+    1,000-row subsets: 15-30% here) and for GEMMs interleaved with numpy bookkeeping that
+    would otherwise leave a core idle (PRDC); the per-group bootstrap's 500 x 500 SVDs
+    showed no gain and stay serial."""
     items = list(items)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(cores, len(items))
+    workers = min(host_cores(), len(items))
     if workers < 2:
         return [fn(a) for a in items]
     from concurrent.futures import ThreadPoolExecutor

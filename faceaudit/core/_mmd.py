@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from typing import NamedTuple
 
 import jax
@@ -188,20 +189,22 @@ def _kid(x, y, ix, iy, subset_size: int):
     return KIDResult(values.mean(), values.std())
 
 
-def _cubic_kernel_sum(gram, d: int, *, off_diagonal: bool) -> float:
+def _cubic_kernel_sum(gram, row_sum, d: int, square, *, off_diagonal: bool) -> float:
     """``sum (g / d + 1)^3`` over a Gram matrix, from three power sums.
 
     ``sum (g/d + 1)^3 = S3 / d^3 + 3 S2 / d^2 + 3 S1 / d + N`` with ``Sp = sum g^p``: one
-    elementwise square and BLAS dot products, instead of four full passes that apply the
-    kernel (this was a third of KID's time). The terms can cancel where ``g / d`` is near
-    -1; the rounding is then ~eps * N * max|g/d + 1|^3 per sum, far below the MMD's own
-    cancellation between its three sums (host and XLA paths agree to ~1e-14 in the tests).
+    elementwise square (into the caller's ``square`` buffer) and BLAS dot products,
+    instead of four full passes that apply the kernel (this was a third of KID's time).
+    ``S1`` needs no pass at all: it is ``row_sum`` dotted with itself or the other set's.
+    The terms can cancel where ``g / d`` is near -1; the rounding is then
+    ~eps * N * max|g/d + 1|^3 per sum, far below the MMD's own cancellation between its
+    three sums (host and XLA paths agree to ~1e-14 in the tests).
     """
     flat = gram.reshape(-1)
-    s1 = float(flat.sum())
-    s2 = float(flat @ flat)
-    s3 = float((flat * flat) @ flat)
-    total = s3 / d**3 + 3.0 * s2 / d**2 + 3.0 * s1 / d + flat.size
+    np.multiply(flat, flat, out=square)
+    s2 = float(square.sum())
+    s3 = float(square @ flat)
+    total = s3 / d**3 + 3.0 * s2 / d**2 + 3.0 * row_sum / d + flat.size
     if off_diagonal:
         total -= float(np.sum((np.diagonal(gram) / d + 1.0) ** 3))
     return total
@@ -214,16 +217,24 @@ def _host_kid(x, y, ix, iy) -> KIDResult:
     GEMM), the cross one by GEMM, the cubic kernel summed from power sums. Subsets run on
     one thread per core, each with a single-threaded BLAS (``_linalg.host_map``): at
     1,000 x 1,000 products that beat one multi-threaded BLAS call at a time by 15-30% here,
-    and the elementwise work runs in parallel too.
+    and the elementwise work runs in parallel too. Each thread reuses its own buffers for
+    the gathered rows and the Gram matrices: fresh ones cost page faults on every subset.
     """
     d, m = x.shape[1], ix.shape[1]
+    buffers = threading.local()
 
     def one(subset):
+        if not hasattr(buffers, "gram"):
+            buffers.xs, buffers.ys = np.empty((m, d)), np.empty((m, d))
+            buffers.gram, buffers.square = np.empty((m, m)), np.empty(m * m)
+        xs, ys, gram, square = buffers.xs, buffers.ys, buffers.gram, buffers.square
         a, b = subset
-        xs, ys = np.take(x, a, axis=0), np.take(y, b, axis=0)
-        k_xx = _cubic_kernel_sum(xs @ xs.T, d, off_diagonal=True)
-        k_yy = _cubic_kernel_sum(ys @ ys.T, d, off_diagonal=True)
-        k_xy = _cubic_kernel_sum(xs @ ys.T, d, off_diagonal=False)
+        np.take(x, a, axis=0, out=xs)
+        np.take(y, b, axis=0, out=ys)
+        sx, sy = xs.sum(axis=0), ys.sum(axis=0)
+        k_xx = _cubic_kernel_sum(np.matmul(xs, xs.T, out=gram), sx @ sx, d, square, off_diagonal=True)
+        k_yy = _cubic_kernel_sum(np.matmul(ys, ys.T, out=gram), sy @ sy, d, square, off_diagonal=True)
+        k_xy = _cubic_kernel_sum(np.matmul(xs, ys.T, out=gram), sx @ sy, d, square, off_diagonal=False)
         return (k_xx + k_yy) / (m * (m - 1.0)) - 2.0 * k_xy / (m * m)
 
     values = np.asarray(_linalg.host_map(one, np.stack([ix, iy], axis=1)))

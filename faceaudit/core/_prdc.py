@@ -12,15 +12,18 @@ real (or fake) point to its k-th nearest neighbour in its own set (itself exclud
     \text{coverage} = \frac1N \sum_i \mathbb 1[\exists j: Y_j \in B(X_i, NND_k(X_i))],
 
 with strict inequalities, exactly as the ``prdc`` package computes them. faceaudit streams
-row blocks of the distance matrices, so at most ``block x n`` distances exist at once
-(``prdc`` holds three full ``n x n`` matrices: ~32 GB at n = 50,000). Distances are compared
-squared, in float64.
+row blocks of the distance matrices, so at most ``block x n`` distances exist at once per
+CPU thread (``prdc`` holds three full ``n x n`` matrices: ~32 GB at n = 50,000). Distances
+are compared squared, in float64.
 
 On CPU (``_host_prdc``) the distances are first computed by float32 GEMMs, within-set
 blocks only on and above the diagonal, with a rigorous bound on their rounding. Only the
 pairs that bound cannot place clearly inside or outside a ball, and each row's k-th
 neighbour, are recomputed in float64, so the result equals the float64 computation at
-about half its cost. Elsewhere (GPU, under ``jit``) the XLA kernel below runs in float64.
+about half its cost. The blocks are shared among one thread per core, each with a
+single-threaded BLAS, so that the numpy bookkeeping between GEMMs (candidate merges,
+threshold masks) runs beside the other thread's GEMM instead of idling a core.
+Elsewhere (GPU, under ``jit``) the XLA kernel below runs in float64.
 """
 
 from __future__ import annotations
@@ -127,140 +130,236 @@ def _screening_error(d: int) -> float:
     Rounding the inputs moves ``a.b`` by at most ``2.0001 u |a||b|``, the float32 dot
     product adds ``gamma_d (1 + u)^2 |a||b|`` (Higham, Thm 3.1), rounding the norms and the
     two additions add ``5 u (|a|^2 + |b|^2)``; ``2 |a||b| <= |a|^2 + |b|^2`` collects the
-    terms. The result is doubled: the bound must hold, its size only sets how many pairs
-    are re-checked in float64.
+    terms. (The factor -2 is applied to one operand before the GEMM: exact in binary.) The
+    result is doubled: the bound must hold, its size only sets how many pairs are
+    re-checked in float64.
     """
     gamma = d * _U32 / (1.0 - d * _U32)
     return 2.0 * (gamma * (1.0 + _U32) ** 2 + 2.0001 * _U32 + 5.0 * _U32 + 4.0 * _U32)
 
 
-def _sq_dist32(a32, sq_a32, b32, sq_b32):
-    g = a32 @ b32.T  # sgemm
-    g *= -2.0
-    g += sq_a32[:, None]
-    g += sq_b32[None, :]
-    return g
+class _Screen(NamedTuple):
+    """One set's rows in float64 and float32, with what the screening needs."""
+
+    x: np.ndarray  # (n, d) float64
+    sq: np.ndarray  # (n,) float64 squared norms
+    x32: np.ndarray  # (n, d) float32
+    neg2_x32: np.ndarray  # (n, d) float32, -2 x (exact)
+    sq32: np.ndarray  # (n,) float32
+    err: np.ndarray  # (n,) float64: this row's share c |x|^2 of a pair's screening bound
+
+    @classmethod
+    def of(cls, x, c: float):
+        x = np.asarray(x, dtype=np.float64)
+        sq = np.einsum("ij,ij->i", x, x)
+        x32 = x.astype(np.float32)
+        return cls(x, sq, x32, -2.0 * x32, sq.astype(np.float32), c * sq)
 
 
-def _exact_sq(a, sq_a, b, sq_b, rows, cols):
-    """Float64 squared distances of the listed pairs, clipped at 0 like the reference."""
-    dots = np.einsum("ij,ij->i", a[rows], b[cols])
-    return np.maximum(sq_a[rows] + sq_b[cols] - 2.0 * dots, 0.0)
+def _sq_dist32(a: _Screen, rows: slice, b: _Screen, cols: slice, buffer: np.ndarray):
+    """Float32 squared distances of ``a[rows]`` to ``b[cols]`` in (a view of) ``buffer``."""
+    n_rows, n_cols = len(a.sq32[rows]), len(b.sq32[cols])
+    out = buffer[: n_rows * n_cols].reshape(n_rows, n_cols)  # contiguous, so sgemm writes in place
+    np.matmul(a.neg2_x32[rows], b.x32[cols].T, out=out)
+    out += a.sq32[rows, None]
+    out += b.sq32[None, cols]
+    return out
 
 
-def _merge_smallest(vals, idx, block_vals, offset, keep):
-    """Per row, the ``keep`` smallest of (vals | block_vals) with their column indices.
+def _exact_sq(a: _Screen, b: _Screen, rows, cols, chunk: int = 256):
+    """Float64 squared distances of the listed pairs, clipped at 0 like the reference.
 
-    Rows whose block minimum cannot displace their current worst kept value are left as
-    they are (one pass over the block instead of a partition); after the first few
-    blocks that is most rows.
+    The rows are gathered a chunk at a time into two reused buffers: gathering thousands of
+    2,048-wide rows at once allocates fresh memory whose page faults cost more than the
+    dot products.
     """
-    rows = np.flatnonzero(block_vals.min(axis=1) < vals.max(axis=1))
-    if rows.size == 0:
-        return vals, idx
-    cand = np.concatenate([vals[rows], block_vals[rows]], axis=1)
-    part = np.argpartition(cand, keep - 1, axis=1)[:, :keep]
-    from_old = part < keep
-    old_idx = np.take_along_axis(idx[rows], np.where(from_old, part, 0), axis=1)
-    vals, idx = vals.copy(), idx.copy()
-    vals[rows] = np.take_along_axis(cand, part, axis=1)
-    idx[rows] = np.where(from_old, old_idx, part - keep + offset)
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    dots = np.empty(rows.size)
+    width = min(chunk, rows.size)
+    left, right = np.empty((width, a.x.shape[1])), np.empty((width, b.x.shape[1]))
+    for start in range(0, rows.size, chunk):
+        m = min(chunk, rows.size - start)
+        np.take(a.x, rows[start:start + m], axis=0, out=left[:m])
+        np.take(b.x, cols[start:start + m], axis=0, out=right[:m])
+        dots[start:start + m] = np.einsum("ij,ij->i", left[:m], right[:m])
+    return np.maximum(a.sq[rows] + b.sq[cols] - 2.0 * dots, 0.0)
+
+
+def _below32(v):
+    """Largest float32 <= each float64 value (a threshold that must not round up)."""
+    v32 = v.astype(np.float32)
+    return np.where(v32 > v, np.nextafter(v32, np.float32(-np.inf)), v32)
+
+
+def _above32(v):
+    v32 = v.astype(np.float32)
+    return np.where(v32 < v, np.nextafter(v32, np.float32(np.inf)), v32)
+
+
+def _offer(vals, idx, worst, dist, row0: int, col0: int):
+    """Merge into each row's kept candidates the entries of a distance block that beat its
+    current worst kept value.
+
+    ``vals``/``idx``/``worst`` are ``(n, keep)``/``(n, keep)``/``(n,)``; the block's rows are
+    ``row0...`` and its columns ``col0...``. After a row's first block only a few entries
+    per block can still qualify (about ``keep x block / columns seen``), so the work is a
+    comparison pass plus a partition of those few instead of a partition of every row.
+    """
+    n_rows, keep = dist.shape[0], vals.shape[1]
+    rows = slice(row0, row0 + n_rows)
+    if dist.shape[1] >= keep and np.isinf(worst[rows]).all():  # the rows' first block
+        chosen = np.argpartition(dist, keep - 1, axis=1)[:, :keep]
+        vals[rows] = np.take_along_axis(dist, chosen, axis=1)
+        idx[rows] = chosen + col0
+        worst[rows] = vals[rows].max(axis=1)
+        return
+    # order="C": for a transposed block the mask is then laid out row by row, as np.nonzero
+    # reads it.
+    r, c = np.nonzero(np.less(dist, worst[row0:row0 + n_rows, None], order="C"))
+    if r.size == 0:
+        return
+    counts = np.bincount(r, minlength=n_rows)
+    hit = np.flatnonzero(counts)
+    slot = np.zeros(n_rows, np.int64)
+    slot[hit] = np.arange(hit.size)
+    width = keep + int(counts.max())
+    rows = row0 + hit
+    cand = np.full((hit.size, width), np.inf, np.float32)
+    cand_idx = np.zeros((hit.size, width), np.int64)
+    cand[:, :keep], cand_idx[:, :keep] = vals[rows], idx[rows]
+    # np.nonzero lists entries row by row: an entry's place among its row's new candidates
+    # is its position minus the row's first position.
+    place = keep + np.arange(r.size) - (np.cumsum(counts) - counts)[r]
+    cand[slot[r], place] = dist[r, c]
+    cand_idx[slot[r], place] = c + col0
+    chosen = np.argpartition(cand, keep - 1, axis=1)[:, :keep]
+    vals[rows] = np.take_along_axis(cand, chosen, axis=1)
+    idx[rows] = np.take_along_axis(cand_idx, chosen, axis=1)
+    worst[rows] = vals[rows].max(axis=1)
+
+
+def _knn_candidates(s: _Screen, pairs, keep: int, block: int):
+    """Each row's ``keep`` smallest screened distances over the given block pairs (``q >=
+    p``: a block on the diagonal serves its rows once, one above it serves both sides)."""
+    n = s.x.shape[0]
+    vals = np.full((n, keep), np.inf, np.float32)
+    idx = np.zeros((n, keep), np.int64)
+    worst = np.full(n, np.inf, np.float32)
+    buffer = np.empty(block * block, np.float32)
+    for p, q in pairs:
+        dist = _sq_dist32(s, slice(p, p + block), s, slice(q, q + block), buffer)
+        _offer(vals, idx, worst, dist, p, q)
+        if q != p:
+            _offer(vals, idx, worst, dist.T, q, p)
     return vals, idx
 
 
-def _host_knn_radius2(x, sq, x32, sq32, k: int, block: int, c: float):
+def _host_knn_radius2(s: _Screen, k: int, block: int):
     """Exact float64 squared k-NN radii (self included as the 0-th neighbour).
 
     Float32 blocks on and above the diagonal (the distance matrix is symmetric: half the
-    GEMM work) keep each row's ``keep`` smallest screened distances; the radius is then
-    the k-th smallest *exact* distance among them, recomputing in float64 only those the
-    error bound cannot order. It is the true radius unless a row's ``keep``-th screened
-    distance minus the bound does not clear it, in which case that row is recomputed in
-    float64 (rare: the bound is ~1e-4 of the squared norms).
+    GEMM work), shared among one thread per core, keep each row's ``keep`` smallest screened
+    distances; the radius is then the k-th smallest *exact* distance among them,
+    recomputing in float64 only those the error bound cannot order. It is the true radius
+    unless a row's ``keep``-th screened distance minus the bound does not clear it, in
+    which case that row is recomputed in float64 (rare: the bound is ~1e-4 of the squared
+    norms).
     """
-    n = x.shape[0]
+    n = s.x.shape[0]
     keep = min(n, k + 1 + 8)
-    vals = np.full((n, keep), np.inf, dtype=np.float32)
-    idx = np.zeros((n, keep), dtype=np.int64)
-    starts = list(range(0, n, block))
-    for p in starts:
-        rows = slice(p, min(p + block, n))
-        for q in starts[starts.index(p):]:
-            cols = slice(q, min(q + block, n))
-            dist = _sq_dist32(x32[rows], sq32[rows], x32[cols], sq32[cols])
-            vals[rows], idx[rows] = _merge_smallest(vals[rows], idx[rows], dist, q, keep)
-            if q != p:
-                vals[cols], idx[cols] = _merge_smallest(vals[cols], idx[cols], dist.T, p, keep)
+    starts = range(0, n, block)
+    pairs = [(p, q) for p in starts for q in starts if q >= p]
+    shards = [pairs[i::_linalg.host_cores()] for i in range(_linalg.host_cores())]
+    parts = _linalg.host_map(lambda shard: _knn_candidates(s, shard, keep, block), [p for p in shards if p])
+    vals, idx = (np.concatenate(a, axis=1) for a in zip(*parts))
+    # The shards' union holds each row's keep smallest; every value a shard left out is at
+    # least its own worst kept value, hence at least the union's keep-th smallest.
+    order = np.argsort(vals, axis=1)[:, :keep]
+    vals = np.take_along_axis(vals, order, axis=1).astype(np.float64)
+    idx = np.take_along_axis(idx, order, axis=1)
     # The true k-th value lies within +-e of the k-th screened one (e bounds every pair of
     # the row). Kept values more than 2e below it are surely below it, more than 2e above
     # surely above: only the few within 2e are recomputed in float64.
-    order = np.argsort(vals, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1).astype(np.float64)
-    idx = np.take_along_axis(idx, order, axis=1)
-    e = c * (sq + sq.max())
+    e = s.err + s.err.max()
     kth = vals[:, k]
     below = np.sum(vals < (kth - 2.0 * e)[:, None], axis=1)
     window = np.abs(vals - kth[:, None]) <= 2.0 * e[:, None]
     ri, ci = np.nonzero(window)
     exact = np.full(vals.shape, np.inf)
-    exact[ri, ci] = _exact_sq(x, sq, x, sq, ri, idx[ri, ci])
+    exact[ri, ci] = _exact_sq(s, s, ri, idx[ri, ci])
     radius = np.take_along_axis(np.sort(exact, axis=1), (k - below)[:, None], axis=1)[:, 0]
     # Every column left out has a screened distance >= the largest kept one.
     cleared = (vals[:, -1] - e > radius) | (keep == n)
     for i in np.flatnonzero(~cleared):
-        full = np.maximum(sq[i] + sq - 2.0 * (x @ x[i]), 0.0)
+        full = np.maximum(s.sq[i] + s.sq - 2.0 * (s.x @ s.x[i]), 0.0)
         radius[i] = np.partition(full, k)[k]
     return radius
 
 
-def _ball_hits(dist32, e_rows, e_cols, r2, exact):
-    """Membership ``D < r2[col]`` of every pair of a block, exact in float64.
+def _inside(dist32, lower, upper, exact, radius2, per_row: bool):
+    """``D < r2`` for every pair of a block, exact in float64.
 
-    ``dist32`` is ``(rows, cols)`` float32; the screening bound of a pair is
-    ``e_rows[:, None] + e_cols`` (float32, widened for the comparisons' own rounding).
-    Pairs the bound cannot decide are recomputed in float64 by ``exact(rows, cols)``.
+    ``lower``/``upper`` are float32 thresholds below/above which the screened distance
+    decides (the radius minus/plus the pair's screening bound, rounded outward), per column
+    or, with ``per_row``, per row. Pairs in between are recomputed by ``exact(rows, cols)``.
     """
-    below = (r2 - e_cols).astype(np.float32)
-    above = (r2 + e_cols).astype(np.float32)
-    surely = (dist32 + e_rows[:, None]) < below[None, :]
-    surely &= (r2 > 0)[None, :]  # a clipped distance is never < 0
-    maybe = (dist32 - e_rows[:, None]) < above[None, :]
-    ri, ci = np.nonzero(maybe & ~surely)
+    lower, upper = (t[:, None] if per_row else t[None, :] for t in (lower, upper))
+    inside = dist32 < lower
+    undecided = dist32 < upper
+    undecided ^= inside  # inside implies below the upper threshold
+    ri, ci = np.nonzero(undecided)
     if ri.size:
-        surely[ri, ci] = exact(ri, ci) < r2[ci]
-    return surely
+        inside[ri, ci] = exact(ri, ci) < radius2[ri if per_row else ci]
+    return inside
+
+
+def _cross_counts(fake: _Screen, real: _Screen, r2_real, r2_fake, starts, block: int):
+    """For the fake row blocks at ``starts``: each fake row's number of real balls it lies in,
+    and which real points' balls it covers / which real points lie in its own ball."""
+    n_real = real.x.shape[0]
+    hits = np.zeros(fake.x.shape[0], np.int64)
+    covered = np.zeros(n_real, bool)
+    recalled = np.zeros(n_real, bool)
+    buffer = np.empty(block * n_real, np.float32)
+    # A pair's bound is err_fake[j] + err_real[i]; the other side's largest share stands in
+    # for its own (a few more pairs re-checked, no outer sum per block).
+    err_real_max = real.err.max()
+    ball_real = r2_real > 0  # a clipped distance is never < 0
+    for start in starts:
+        rows = slice(start, start + block)
+        dist = _sq_dist32(fake, rows, real, slice(None), buffer)
+        err_fake_max = fake.err[rows].max()
+
+        def exact(ri, ci, offset=start):
+            return _exact_sq(fake, real, ri + offset, ci)
+
+        slack = real.err + err_fake_max
+        lower = np.where(ball_real, _below32(r2_real - slack), -np.inf).astype(np.float32)
+        in_real = _inside(dist, lower, _above32(r2_real + slack), exact, r2_real, per_row=False)
+        hits[rows] = np.count_nonzero(in_real, axis=1)
+        covered |= in_real.any(axis=0)
+        # Recall: real i inside fake j's ball, D < r2_fake[j]: the same block, row thresholds.
+        r2 = r2_fake[rows]
+        slack = fake.err[rows] + err_real_max
+        lower = np.where(r2 > 0, _below32(r2 - slack), -np.inf).astype(np.float32)
+        in_fake = _inside(dist, lower, _above32(r2 + slack), exact, r2, per_row=True)
+        recalled |= in_fake.any(axis=0)
+    return hits, covered, recalled
 
 
 def _host_prdc(real, fake, k: int, block: int) -> PRDC:
-    real = np.asarray(real, dtype=np.float64)
-    fake = np.asarray(fake, dtype=np.float64)
-    d = real.shape[1]
-    c = _screening_error(d)
-    sq_r, sq_f = np.einsum("ij,ij->i", real, real), np.einsum("ij,ij->i", fake, fake)
-    r32, f32 = real.astype(np.float32), fake.astype(np.float32)
-    sq_r32, sq_f32 = sq_r.astype(np.float32), sq_f.astype(np.float32)
-    r2_real = _host_knn_radius2(real, sq_r, r32, sq_r32, k, block, c)
-    r2_fake = _host_knn_radius2(fake, sq_f, f32, sq_f32, k, block, c)
-    # Bounds in float32 carry their own rounding: widen by 1e-6 relative of the norms.
-    e_r = (c * sq_r + 1e-6 * (sq_r + sq_r.max())).astype(np.float32)
-    e_f = (c * sq_f + 1e-6 * (sq_f + sq_f.max())).astype(np.float32)
-    m = fake.shape[0]
-    hit_count = np.zeros(m)
-    covered = np.zeros(real.shape[0], bool)
-    recalled = np.zeros(real.shape[0], bool)
-    for start in range(0, m, block):
-        rows = slice(start, min(start + block, m))
-        dist = _sq_dist32(f32[rows], sq_f32[rows], r32, sq_r32)  # (block, n_real)
-
-        def exact(ri, ci, offset=start):
-            return _exact_sq(fake, sq_f, real, sq_r, ri + offset, ci)
-
-        in_real = _ball_hits(dist, e_f[rows], e_r, r2_real, exact)
-        hit_count[rows] = in_real.sum(axis=1)
-        covered |= in_real.any(axis=0)
-        # Recall: real i inside fake j's ball, D < r2_fake[j]; the same test transposed.
-        in_fake = _ball_hits(dist.T, e_r, e_f[rows], r2_fake[rows], lambda real_i, fake_j: exact(fake_j, real_i))
-        recalled |= in_fake.any(axis=1)
+    c = _screening_error(real.shape[1])
+    real, fake = _Screen.of(real, c), _Screen.of(fake, c)
+    r2_real = _host_knn_radius2(real, k, block)
+    r2_fake = _host_knn_radius2(fake, k, block)
+    m = fake.x.shape[0]
+    cores = _linalg.host_cores()
+    starts = list(range(0, m, block))
+    parts = _linalg.host_map(lambda share: _cross_counts(fake, real, r2_real, r2_fake, share, block),
+                             [starts[i::cores] for i in range(cores) if starts[i::cores]])
+    hit_count = np.sum([h for h, _, _ in parts], axis=0)
+    covered = np.logical_or.reduce([cov for _, cov, _ in parts])
+    recalled = np.logical_or.reduce([rec for _, _, rec in parts])
     precision = float(np.mean(hit_count > 0))
     density = float(hit_count.sum() / (k * m))
     return PRDC(*(jnp.asarray(v) for v in (precision, float(recalled.mean()), density, float(covered.mean()))))
@@ -273,7 +372,7 @@ def prdc(real: Features, fake: Features, *, k: int = 5, block_size: int = DEFAUL
         real: ``(n, d)`` reference embeddings (n > k).
         fake: ``(m, d)`` generated embeddings (m > k).
         k: neighbourhood size for the radii (Naeem et al. use 5).
-        block_size: rows of the distance matrix held at once.
+        block_size: rows of the distance matrix held at once (by each CPU thread).
 
     Returns:
         ``PRDC(precision, recall, density, coverage)`` of float64 scalars.

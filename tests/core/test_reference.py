@@ -106,6 +106,28 @@ def test_host_lapack_and_xla_paths_agree(rng, monkeypatch):
     np.testing.assert_allclose(fast, portable, rtol=FLOAT64_REFERENCE)
 
 
+@pytest.mark.parametrize("n, block, duplicates", [(11, 64, False), (700, 128, False), (700, 100, True), (1000, 1000, True)])
+def test_screened_knn_radii_are_the_float64_radii(rng, n, block, duplicates):
+    """PRDC's CPU k-NN radii (float32 screening over the upper-triangle blocks, shared
+    among threads, merged, then re-checked in float64) equal a brute-force float64 sort:
+    rows fewer than the kept candidates, ragged last blocks, exact ties."""
+    from faceaudit.core import _prdc
+
+    x = rng.normal(size=(n, 40)) + 50.0  # a common offset: |x|^2 >> distances
+    if duplicates:
+        x[n // 2:] = x[: n - n // 2]
+    screen = _prdc._Screen.of(x, _prdc._screening_error(x.shape[1]))
+    sq = np.einsum("ij,ij->i", x, x)
+    brute = np.maximum(sq[:, None] + sq[None] - 2.0 * x @ x.T, 0.0)
+    for k in (1, 5):
+        want = np.sort(brute, axis=1)[:, k]
+        # Same pairs, summation orders differ (einsum against GEMM), so a duplicate's zero
+        # distance comes out as ~eps |x|^2 here; a wrong neighbour would be off by a gap
+        # between neighbours, far above both tolerances.
+        np.testing.assert_allclose(_prdc._host_knn_radius2(screen, k, block), want, rtol=FLOAT64_REFERENCE,
+                                   atol=64 * np.finfo(float).eps * sq.max())
+
+
 def test_singular_values_skip_zero_rows_and_columns_exactly(rng):
     """Bootstrap weights zero whole rows/columns of the cross factor; the host SVD drops
     them (4x less work) and must return the full matrix's singular values."""
