@@ -21,16 +21,18 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC, NUTS, Predictive
+from numpyro.diagnostics import split_gelman_rubin
+from numpyro.infer import MCMC, Predictive
 
 from faceaudit import core
 from faceaudit.io import atomic_write_bytes, atomic_write_text
-from faceaudit.models.selection import SelectionDesign, VerificationDesign, selection_model
+from faceaudit.models.selection import SelectionDesign, VerificationDesign, selection_kernel, selection_model
 from faceaudit.simulate import SimulationConfig, draw_world
 
 FAMILIES = ("shares", "transfer", "log_shrinkage", "diversity", "shift")
@@ -68,29 +70,79 @@ def _scalars(sample: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def calibrate(fits: int, level: float = 0.9, seed: int = 0, samples: int = 300, warmup: int = 300,
-              dim: int = 8) -> dict:
-    design = calibration_design(seed, dim)
-    prior = Predictive(selection_model, num_samples=fits)(jax.random.key(seed), design)
-    # One MCMC object with traced arguments compiles once for all fits.
-    mcmc = MCMC(NUTS(selection_model, target_accept_prob=0.9), num_warmup=warmup, num_samples=samples,
-                num_chains=2, chain_method="vectorized", progress_bar=False, jit_model_args=True)
+def _fit_once(mcmc, design, prior, i: int, seed: int, level: float) -> dict:
+    """One refit: per family, whether each central interval covers the truth and its rank."""
+    mcmc.run(jax.random.key(seed + 1000 + i), design, fd=prior["fd"][i], verification=prior["verification"][i])
+    by_chain = _scalars(mcmc.get_samples(group_by_chain=True))
+    draws = _scalars(mcmc.get_samples())
+    truth = _scalars({name: prior[name][i] for name in FAMILIES})
+    thin = np.linspace(0, len(next(iter(draws.values()))) - 1, RANK_DRAWS).astype(int)
     tail = (1 - level) / 2
-    hits = {name: [] for name in FAMILIES}
-    ranks = {name: [] for name in FAMILIES}
-    divergences = 0
+    record = {"fit": i, "divergences": int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"]))),
+              "max_rhat": max(float(np.max(split_gelman_rubin(v))) for v in by_chain.values()),
+              "hits": {}, "ranks": {}}
+    for name in FAMILIES:
+        lo, hi = np.quantile(draws[name], [tail, 1 - tail], axis=0)
+        record["hits"][name] = ((lo <= truth[name]) & (truth[name] <= hi)).tolist()
+        record["ranks"][name] = np.sum(draws[name][thin] < truth[name], axis=0).tolist()
+    return record
+
+
+def _read_checkpoint(path: Path | None, settings: dict) -> dict[int, dict]:
+    """Fits already done by an earlier, interrupted run with the same settings."""
+    if path is None or not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0]) if lines else {}
+    if header != settings:
+        raise ValueError(f"{path} was written with other settings ({header}, now {settings}): "
+                         "delete it or pass the same settings")
+    done = {}
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut off by a kill: that fit is redone
+            continue
+        done[record["fit"]] = record
+    return done
+
+
+def calibrate(fits: int, level: float = 0.9, seed: int = 0, samples: int = 300, warmup: int = 300,
+              dim: int = 8, checkpoint: Path | None = None) -> dict:
+    """Run (or resume, from ``checkpoint``: one JSON line per finished fit) the SBC.
+
+    Long runs need the checkpoint: XLA's CPU backend keeps allocating memory for compiled
+    code over many MCMC runs in one process, and after ~20 fits here it failed with "LLVM
+    compilation error: Cannot allocate memory". Rerunning the same command continues
+    where the last process stopped.
+    """
+    settings = {"fits": fits, "level": level, "seed": seed, "samples": samples, "warmup": warmup, "dim": dim}
+    done = _read_checkpoint(checkpoint, settings)
+    if checkpoint is not None:
+        # Rewritten without any line a kill cut off, so the next append starts a fresh line.
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(checkpoint, "".join(json.dumps(r) + "\n" for r in [settings, *done.values()]))
+    if len(done) < fits:
+        design = calibration_design(seed, dim)
+        prior = Predictive(selection_model, num_samples=fits)(jax.random.key(seed), design)
+        # One MCMC object with traced arguments compiles once for all fits.
+        mcmc = MCMC(selection_kernel(), num_warmup=warmup, num_samples=samples,
+                    num_chains=2, chain_method="vectorized", progress_bar=False, jit_model_args=True)
     for i in range(fits):
-        mcmc.run(jax.random.key(seed + 1000 + i), design, fd=prior["fd"][i], verification=prior["verification"][i])
-        divergences += int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
-        draws = _scalars(mcmc.get_samples())
-        truth = _scalars({name: prior[name][i] for name in FAMILIES})
-        thin = np.linspace(0, 2 * samples - 1, RANK_DRAWS).astype(int)
-        for name in FAMILIES:
-            lo, hi = np.quantile(draws[name], [tail, 1 - tail], axis=0)
-            hits[name].extend(((lo <= truth[name]) & (truth[name] <= hi)).tolist())
-            ranks[name].extend(np.sum(draws[name][thin] < truth[name], axis=0).tolist())
-        print(f"fit {i + 1}/{fits}: coverage so far "
-              + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in hits.items()), flush=True)
+        if i not in done:
+            done[i] = _fit_once(mcmc, design, prior, i, seed, level)
+            if checkpoint is not None:
+                with open(checkpoint, "a") as f:
+                    f.write(json.dumps(done[i]) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+        so_far = [done[j] for j in sorted(done) if j <= i]
+        print(f"fit {i + 1}/{fits}: coverage so far " + ", ".join(
+            f"{k} {np.mean([h for r in so_far for h in r['hits'][k]]):.2f}" for k in FAMILIES), flush=True)
+    records = [done[i] for i in range(fits)]
+    hits = {name: [h for r in records for h in r["hits"][name]] for name in FAMILIES}
+    ranks = {name: [x for r in records for x in r["ranks"][name]] for name in FAMILIES}
+    worst_rhat = np.array([r["max_rhat"] for r in records])
     families = {}
     for name in FAMILIES:
         k = len(hits[name])
@@ -102,7 +154,9 @@ def calibrate(fits: int, level: float = 0.9, seed: int = 0, samples: int = 300, 
     every = [h for name in FAMILIES for h in hits[name]]
     return {"level": level, "fits": fits, "samples": samples, "warmup": warmup, "dim": dim,
             "coverage": float(np.mean(every)), "intervals": len(every),
-            "mc_se": float(np.sqrt(level * (1 - level) / len(every))), "divergences": divergences,
+            "mc_se": float(np.sqrt(level * (1 - level) / len(every))),
+            "divergences": int(sum(r["divergences"] for r in records)),
+            "max_rhat": float(worst_rhat.max()), "fits_rhat_over_1.05": int(np.sum(worst_rhat > 1.05)),
             "families": families, "ranks": {k: list(map(int, v)) for k, v in ranks.items()}}
 
 
@@ -129,7 +183,8 @@ def plot(result: dict) -> bytes:
 
 
 def main(args):
-    result = calibrate(args.fits, args.level, args.seed, args.samples, args.warmup, args.dim)
+    checkpoint = args.out / "selection_calibration.fits.jsonl" if args.out else None
+    result = calibrate(args.fits, args.level, args.seed, args.samples, args.warmup, args.dim, checkpoint)
     summary = {k: v for k, v in result.items() if k != "ranks"}
     print(json.dumps(summary, indent=1))
     if args.out:

@@ -187,9 +187,9 @@ def _verification_design(audit_dir, metrics, manifest, meta, groups, generators)
 
 def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings(), *, progress: bool = False) -> az.InferenceData:
     """Fit the selection model to an audit folder; write ``selection.nc``; return it."""
-    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer import MCMC
 
-    from faceaudit.models.selection import SelectionDesign, selection_model
+    from faceaudit.models.selection import SelectionDesign, selection_kernel
 
     audit_dir = Path(audit_dir)
     manifest, meta = read_manifest(audit_dir / "manifest.parquet")
@@ -215,7 +215,7 @@ def explain(audit_dir: str | Path, settings: ExplainSettings = ExplainSettings()
     verification, accuracy, verification_source = _verification_design(audit_dir, metrics, manifest, meta, groups, generators)
     design = SelectionDesign(target.means, target.covs, jnp.asarray(directions), training_size, length_scale,
                              jnp.asarray(se), core.target_roots(target), verification=verification)
-    mcmc = MCMC(NUTS(selection_model, target_accept_prob=0.9), num_warmup=settings.num_warmup,
+    mcmc = MCMC(selection_kernel(), num_warmup=settings.num_warmup,
                 num_samples=settings.num_samples, num_chains=settings.num_chains, chain_method="vectorized",
                 progress_bar=progress)
     mcmc.run(jax.random.key(settings.seed), design, fd=jnp.asarray(fd),

@@ -349,7 +349,7 @@ def _cross_counts(fake: _Screen, real: _Screen, r2_real, r2_fake, starts, block:
 
 def _host_prdc(real, fake, k: int, block: int) -> PRDC:
     c = _screening_error(real.shape[1])
-    real, fake = _Screen.of(real, c), _Screen.of(fake, c)
+    real, fake = _linalg.host_map(lambda x: _Screen.of(x, c), (real, fake))
     r2_real = _host_knn_radius2(real, k, block)
     r2_fake = _host_knn_radius2(fake, k, block)
     m = fake.x.shape[0]
