@@ -196,6 +196,22 @@ def _above32(v):
     return np.where(v32 < v, np.nextafter(v32, np.float32(np.inf)), v32)
 
 
+def _sparse_nonzero(mask: np.ndarray):
+    """``np.nonzero`` of a C-contiguous 2-D boolean mask that is mostly False, ~5x faster.
+
+    ``np.nonzero`` visits every byte (~15 ms for a 512 x 10,000 block here, as much as the
+    bookkeeping around it); reading the mask as 8-byte words skips the all-False words and
+    only the few others are expanded.
+    """
+    flat = mask.reshape(-1)
+    whole = flat.size - flat.size % 8
+    words = np.flatnonzero(flat[:whole].view(np.uint64))
+    idx = (words[:, None] * 8 + np.arange(8)).ravel()
+    idx = np.concatenate([idx, np.arange(whole, flat.size)])
+    idx = idx[flat[idx]]
+    return np.divmod(idx, mask.shape[1])
+
+
 def _offer(vals, idx, worst, dist, row0: int, col0: int):
     """Merge into each row's kept candidates the entries of a distance block that beat its
     current worst kept value.
@@ -213,9 +229,9 @@ def _offer(vals, idx, worst, dist, row0: int, col0: int):
         idx[rows] = chosen + col0
         worst[rows] = vals[rows].max(axis=1)
         return
-    # order="C": for a transposed block the mask is then laid out row by row, as np.nonzero
-    # reads it.
-    r, c = np.nonzero(np.less(dist, worst[row0:row0 + n_rows, None], order="C"))
+    # order="C": for a transposed block the mask is then laid out row by row, as
+    # _sparse_nonzero reads it.
+    r, c = _sparse_nonzero(np.less(dist, worst[row0:row0 + n_rows, None], order="C"))
     if r.size == 0:
         return
     counts = np.bincount(r, minlength=n_rows)
@@ -238,20 +254,36 @@ def _offer(vals, idx, worst, dist, row0: int, col0: int):
     worst[rows] = vals[rows].max(axis=1)
 
 
-def _knn_candidates(s: _Screen, pairs, keep: int, block: int):
-    """Each row's ``keep`` smallest screened distances over the given block pairs (``q >=
-    p``: a block on the diagonal serves its rows once, one above it serves both sides)."""
+def _knn_candidates(s: _Screen, starts, keep: int, block: int):
+    """Each row's ``keep`` smallest screened distances over the row blocks at ``starts``.
+
+    Row block ``p`` is screened against every column from ``p`` on in one wide GEMM (the
+    upper triangle of the symmetric distance matrix, ~10% faster per flop here than square
+    blocks): its square part on the diagonal serves its own rows, the rest serves them and,
+    transposed, the later rows.
+    """
     n = s.x.shape[0]
     vals = np.full((n, keep), np.inf, np.float32)
     idx = np.zeros((n, keep), np.int64)
     worst = np.full(n, np.inf, np.float32)
-    buffer = np.empty(block * block, np.float32)
-    for p, q in pairs:
-        dist = _sq_dist32(s, slice(p, p + block), s, slice(q, q + block), buffer)
-        _offer(vals, idx, worst, dist, p, q)
-        if q != p:
-            _offer(vals, idx, worst, dist.T, q, p)
+    buffer = np.empty(block * n, np.float32)
+    for p in starts:
+        dist = _sq_dist32(s, slice(p, p + block), s, slice(p, None), buffer)
+        _offer(vals, idx, worst, dist, p, p)
+        if p + block < n:
+            _offer(vals, idx, worst, dist[:, block:].T, p + block, p)
     return vals, idx
+
+
+def _balanced(sizes, workers: int) -> list[list[int]]:
+    """Indices of ``sizes`` split into ``workers`` lists of near-equal total size (largest
+    first, each to the least loaded list)."""
+    loads, shares = [0] * workers, [[] for _ in range(workers)]
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        w = loads.index(min(loads))
+        loads[w] += sizes[i]
+        shares[w].append(i)
+    return [sorted(share) for share in shares if share]
 
 
 def _host_knn_radius2(s: _Screen, k: int, block: int):
@@ -267,10 +299,9 @@ def _host_knn_radius2(s: _Screen, k: int, block: int):
     """
     n = s.x.shape[0]
     keep = min(n, k + 1 + 8)
-    starts = range(0, n, block)
-    pairs = [(p, q) for p in starts for q in starts if q >= p]
-    shards = [pairs[i::_linalg.host_cores()] for i in range(_linalg.host_cores())]
-    parts = _linalg.host_map(lambda shard: _knn_candidates(s, shard, keep, block), [p for p in shards if p])
+    starts = list(range(0, n, block))
+    shards = [[starts[i] for i in share] for share in _balanced([n - p for p in starts], _linalg.host_cores())]
+    parts = _linalg.host_map(lambda shard: _knn_candidates(s, shard, keep, block), shards)
     vals, idx = (np.concatenate(a, axis=1) for a in zip(*parts))
     # The shards' union holds each row's keep smallest; every value a shard left out is at
     # least its own worst kept value, hence at least the union's keep-th smallest.
@@ -307,7 +338,7 @@ def _inside(dist32, lower, upper, exact, radius2, per_row: bool):
     inside = dist32 < lower
     undecided = dist32 < upper
     undecided ^= inside  # inside implies below the upper threshold
-    ri, ci = np.nonzero(undecided)
+    ri, ci = _sparse_nonzero(undecided)
     if ri.size:
         inside[ri, ci] = exact(ri, ci) < radius2[ri if per_row else ci]
     return inside

@@ -128,6 +128,33 @@ def test_screened_knn_radii_are_the_float64_radii(rng, n, block, duplicates):
                                    atol=64 * np.finfo(float).eps * sq.max())
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 13), (64, 300), (0, 4)])
+@pytest.mark.parametrize("density", [0.0, 0.002, 0.3, 1.0])
+def test_sparse_nonzero_is_numpy_nonzero(rng, shape, density):
+    """PRDC's word-wise ``nonzero`` (8 mask bytes at a time) lists the same entries in the
+    same row-major order as ``np.nonzero``, including a tail shorter than a word."""
+    from faceaudit.core import _prdc
+
+    mask = rng.random(shape) < density
+    want = np.nonzero(mask)
+    got = _prdc._sparse_nonzero(mask)
+    assert len(got) == 2
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_knn_row_blocks_are_shared_evenly():
+    """Upper-triangle row blocks shrink down the matrix; each thread gets near half the columns."""
+    from faceaudit.core import _prdc
+
+    sizes = [10_000 - p for p in range(0, 10_000, 512)]
+    shares = _prdc._balanced(sizes, 2)
+    assert sorted(i for share in shares for i in share) == list(range(len(sizes)))
+    loads = [sum(sizes[i] for i in share) for share in shares]
+    assert max(loads) - min(loads) <= max(sizes)
+    assert _prdc._balanced([5], 4) == [[0]]
+
+
 def test_singular_values_skip_zero_rows_and_columns_exactly(rng):
     """Bootstrap weights zero whole rows/columns of the cross factor; the host SVD drops
     them (4x less work) and must return the full matrix's singular values."""
