@@ -85,43 +85,11 @@ def _observed_fd(audit_dir, metrics, groups, basis, manifest, emb, seed):
     for gen in generators:
         pick = (manifest["generator"].to_numpy() == gen) & (manifest["identity_kind"].to_numpy() == "none")
         est = core.by_group("fd_unbiased", emb[ref], manifest.loc[ref, "group"].to_numpy(), emb[pick],
-                            manifest.loc[pick, "group"].to_numpy(), key=jax.random.key(seed), num_bootstrap=100)
+                            manifest.loc[pick, "group"].to_numpy(), key=jax.random.key(seed))
         order = [est.groups.index(g) for g in groups]
         values.append(np.asarray(est.estimate)[order])
-        ses.append(np.std(np.asarray(est.replicates), axis=1, ddof=1)[order])
+        ses.append(np.asarray(est.se)[order])
     return generators, np.stack(values), np.stack(ses)
-
-
-def identity_spreads(x: np.ndarray, identity: np.ndarray, group: np.ndarray, groups: list[str]):
-    """Isotropic one-way random-effects estimate of the real identity spreads.
-
-    ``sw^2``: the pooled within-identity variance per dimension; ``sb_g^2``: the variance of
-    identity means within group ``g`` per dimension, less the share ``sw^2 mean(1/m_i)``
-    that image noise adds to a mean of ``m_i`` images (clipped at zero).
-
-    Raises:
-        ValueError: naming the group with fewer than two identities of two images.
-    """
-    d = x.shape[1]
-    within_ss, within_df, between = 0.0, 0, []
-    centres_by_group = {}
-    for g in groups:
-        rows = group == g
-        names, code, counts = np.unique(identity[rows], return_inverse=True, return_counts=True)
-        if np.sum(counts >= 2) < 2:
-            raise ValueError(f"group {g!r}: identity spreads need two identities with two or more reference images each")
-        sums = np.zeros((names.size, d))
-        np.add.at(sums, code, x[rows])
-        centres = sums / counts[:, None]
-        within_ss += float(np.sum((x[rows] - centres[code]) ** 2))
-        within_df += d * int(np.sum(counts - 1))
-        centres_by_group[g] = (centres, counts)
-    within = within_ss / within_df
-    for g in groups:
-        centres, counts = centres_by_group[g]
-        spread = np.sum((centres - centres.mean(axis=0)) ** 2) / (d * (centres.shape[0] - 1))
-        between.append(max(spread - within * float(np.mean(1.0 / counts)), 0.0))
-    return within, np.asarray(between)
 
 
 def _impostor_pair_weights(manifest: pd.DataFrame, generators: list[str], groups: list[str]) -> np.ndarray:
@@ -168,7 +136,7 @@ def _verification_design(audit_dir, metrics, manifest, meta, groups, generators)
         keep = np.asarray(emb["found"].values, dtype=bool)
         x = np.asarray(emb["embedding"].values, dtype=np.float64)[keep]
         sub = manifest.loc[labelled][keep]
-        within, between = identity_spreads(x, sub["identity"].to_numpy(), sub["group"].to_numpy(), groups)
+        within, between = core.identity_spreads(x, sub["identity"].to_numpy(), sub["group"].to_numpy(), groups)
         dim, source = x.shape[1], "reference images with identity labels"
     elif (audit_dir / "world.npz").is_file():
         from faceaudit.simulate import World

@@ -137,12 +137,11 @@ def compute(
         metric = _PER_GROUP_NAME.get(name, name)
         gkey = jax.random.fold_in(key, list(METRICS).index(name))
         if metric == "vendi":
-            est = core.by_group("vendi", fake, fake_groups, key=gkey, num_bootstrap=request.num_bootstrap, confidence=request.confidence)
+            est = core.by_group("vendi", fake, fake_groups, key=gkey, confidence=request.confidence)
         else:
             options = {"k": request.k} if metric in ("precision", "recall", "density", "coverage") else {}
             est = core.by_group(
-                metric, real, real_groups, fake, fake_groups, key=gkey,
-                num_bootstrap=request.num_bootstrap, confidence=request.confidence, **options,
+                metric, real, real_groups, fake, fake_groups, key=gkey, confidence=request.confidence, **options,
             )
         report["groups"][name] = [
             {

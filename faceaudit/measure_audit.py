@@ -63,10 +63,9 @@ def _clip(metric, low, high):
 
 
 def _rows(generator, estimates: core.GroupEstimates, metric, encoder, confidence) -> list[dict]:
-    reps = np.asarray(estimates.replicates)
     out = []
     for i, group in enumerate(estimates.groups):
-        se = float(np.std(reps[i], ddof=1)) if reps.shape[1] > 1 else float("nan")
+        se = float(estimates.se[i])
         low, high = _clip(metric, float(estimates.low[i]), float(estimates.high[i]))
         out.append(dict(generator=generator, group=group, metric=metric, edit="", value=float(estimates.estimate[i]),
                         low=low, high=high, se=se,
@@ -144,11 +143,9 @@ def measure_audit(audit_dir: str | Path, settings: MeasureSettings = MeasureSett
         opts = {"k": settings.k} if metric in ("precision", "recall", "density", "coverage") else {}
         for labels_x, labels_y in ((ref_groups, y_groups), (np.full(len(ref_x), "all"), np.full(len(y), "all"))):
             if metric == "vendi":
-                est = core.by_group("vendi", y, labels_y, key=sub, num_bootstrap=settings.num_bootstrap,
-                                    confidence=settings.confidence)
+                est = core.by_group("vendi", y, labels_y, key=sub, confidence=settings.confidence)
             else:
-                est = core.by_group(metric, ref_x, labels_x, y, labels_y, key=sub, num_bootstrap=settings.num_bootstrap,
-                                    confidence=settings.confidence, **opts)
+                est = core.by_group(metric, ref_x, labels_x, y, labels_y, key=sub, confidence=settings.confidence, **opts)
             rows += _rows(generator, est, metric, dist_encoder, settings.confidence)
     if ident_encoder is not None:
         rows += _identity_rows(audit_dir, manifest, meta, ident_encoder, generators, key, settings, progress)

@@ -86,27 +86,6 @@ def test_explain_flags_the_under_represented_groups_and_plan_beats_alternatives(
     assert table["quality_planned"].min() > table["quality_now"].min()
 
 
-def test_identity_spreads_recover_the_isotropic_model():
-    """One-way random-effects estimate against the spreads the data were drawn with."""
-    rng = np.random.default_rng(3)
-    d, within, between = 16, 0.5, {"a": 0.2, "b": 1.0}
-    xs, ids, groups = [], [], []
-    for g, b in between.items():
-        for i in range(300):
-            m = int(rng.integers(2, 6))  # unbalanced: 2-5 images per identity
-            centre = rng.normal(size=d) * np.sqrt(b)
-            xs.append(centre + rng.normal(size=(m, d)) * np.sqrt(within))
-            ids += [f"{g}{i}"] * m
-            groups += [g] * m
-    w, b = ex.identity_spreads(np.concatenate(xs), np.asarray(ids), np.asarray(groups), ["a", "b"])
-    # Standard errors: within from ~ d * 2,100 residual degrees of freedom; between from
-    # 300 identity means per group (relative SE ~ sqrt(2 / (300 d)) plus the noise share).
-    assert abs(w - within) < 4 * within * np.sqrt(2 / (d * 2100))
-    np.testing.assert_allclose(b, [0.2, 1.0], rtol=4 * np.sqrt(2 / (300 * d)) * 1.6)
-    with pytest.raises(ValueError, match="group 'a'"):
-        ex.identity_spreads(np.zeros((3, d)), np.array(["x", "x", "y"]), np.array(["a"] * 3), ["a"])
-
-
 def test_simulation_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[simulate]\ndim = 16\nshares = [0.5, 0.5]\n")

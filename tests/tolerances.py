@@ -15,3 +15,15 @@ PEER_SQRTM = 1e-7
 def monte_carlo(standard_error: float, z: float = 4.0) -> float:
     """Tolerance for a Monte Carlo mean: z standard errors (z = 4: false alarm 6e-5)."""
     return z * standard_error
+
+
+def binomial_floor(trials: int, p: float, alpha: float = 1e-3) -> int:
+    """Smallest count ``c`` with ``P(Binomial(trials, p) < c) <= alpha``: a coverage test
+    with this floor fails by chance with probability at most ``alpha`` when the true
+    coverage is ``p``."""
+    from scipy.stats import binom
+
+    c = 0
+    while binom.cdf(c, trials, p) <= alpha:
+        c += 1
+    return c

@@ -13,7 +13,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from ._bootstrap import bca_interval, percentile_interval  # noqa: E402
+from . import _group_metrics as metrics  # noqa: E402
 from ._cosine import clip_score, cosine_similarity, directional_similarity, image_similarity  # noqa: E402
 from ._frechet import (  # noqa: E402
     FDInfinity,
@@ -25,19 +25,29 @@ from ._frechet import (  # noqa: E402
     gaussian_stats_init,
     gaussian_stats_update,
 )
-from ._groups import GROUP_METRICS, GroupEstimates, by_group, group_labels, values_by_group  # noqa: E402
+from ._groups import GROUP_METRICS, Contrast, GroupEstimates, by_group, group_contrast, group_labels, values_by_group  # noqa: E402
+from ._intervals import (  # noqa: E402
+    basic_interval,
+    bca_interval,
+    jackknife_variance,
+    percentile_interval,
+    t_interval,
+    wilson_interval,
+)
 from ._identity import (  # noqa: E402
     IdentitySpread,
     VerificationPrediction,
     expected_verification,
     generated_spread,
+    identity_spreads,
     kinds_verification,
     ncx2_cdf,
 )
 from ._linalg import xla_only  # noqa: E402
-from ._mmd import KIDResult, kid, median_bandwidth, mmd2, mmd2_weighted  # noqa: E402
+from ._audit_space import AuditSpace, audit_dimension, audit_space  # noqa: E402
+from ._mmd import KIDResult, gaussian_mmd2, kid, median_bandwidth, mmd2, mmd2_weighted  # noqa: E402
 from ._planning import PlanResult, evaluate_allocation, plan_mix, with_extra  # noqa: E402
-from ._prdc import PRDC, prdc  # noqa: E402
+from ._prdc import PRDC, Membership, knn_membership, prdc  # noqa: E402
 from ._selection import (  # noqa: E402
     FDPrediction,
     GeneratedGaussians,
@@ -58,8 +68,10 @@ from ._selection import (  # noqa: E402
 )
 from ._vendi import vendi_score, vendi_score_weighted  # noqa: E402
 from ._verification import (  # noqa: E402
+    ClusteredAccuracy,
     Pairs,
     VerificationSummary,
+    clustered_accuracy,
     equal_error_rate,
     pair_scores,
     roc_auc,
@@ -70,6 +82,9 @@ from ._verification import (  # noqa: E402
 )
 
 __all__ = [
+    "AuditSpace",
+    "ClusteredAccuracy",
+    "Contrast",
     "FDInfinity",
     "FDPrediction",
     "GROUP_METRICS",
@@ -78,6 +93,7 @@ __all__ = [
     "GroupEstimates",
     "IdentitySpread",
     "KIDResult",
+    "Membership",
     "Mixing",
     "PRDC",
     "Pairs",
@@ -87,31 +103,41 @@ __all__ = [
     "TrainingStats",
     "VerificationPrediction",
     "VerificationSummary",
+    "audit_dimension",
+    "audit_space",
+    "basic_interval",
     "bca_interval",
     "bures_squared",
     "by_group",
     "clip_score",
+    "clustered_accuracy",
     "cosine_similarity",
     "directional_similarity",
     "equal_error_rate",
     "evaluate_allocation",
     "expected_fd",
     "expected_verification",
-    "kinds_verification",
     "fd_infinity",
     "fit_generator",
     "frechet_distance",
     "frechet_distance_from_stats",
     "gaussian_frechet",
+    "gaussian_mmd2",
     "gaussian_stats",
     "gaussian_stats_init",
     "gaussian_stats_update",
     "generated_spread",
+    "group_contrast",
     "group_labels",
+    "identity_spreads",
     "image_similarity",
+    "jackknife_variance",
     "kid",
+    "kinds_verification",
+    "knn_membership",
     "measured_fd_bias",
     "median_bandwidth",
+    "metrics",
     "mixing",
     "mmd2",
     "mmd2_weighted",
@@ -123,6 +149,7 @@ __all__ = [
     "prdc",
     "roc_auc",
     "sample_training_stats",
+    "t_interval",
     "tar_at_far",
     "target_roots",
     "transfer_kernel",
@@ -132,6 +159,7 @@ __all__ = [
     "verification_accuracy",
     "verification_pairs",
     "verification_summary",
+    "wilson_interval",
     "with_extra",
     "xla_only",
 ]

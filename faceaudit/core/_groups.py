@@ -1,24 +1,28 @@
-r"""Per-group evaluation with bootstrap intervals, batched over groups and replicates.
+r"""Per-group evaluation with intervals, batched over groups and weightings.
 
-Every metric is rewritten as a function of *frequency weights* on a padded group array:
-a group is a 0/1 mask, a bootstrap replicate is a vector of multinomial counts, a
-jackknife block deletion is a mask with one block zeroed. So one compiled function,
-``vmap``-ed over replicate weights and mapped over groups, gives the estimate, the
-bootstrap distribution and the jackknife values of every group at once.
+Every metric (``_group_metrics``) is a function of *frequency weights* on a padded group
+array: a group is a 0/1 mask, a random subset of a common size is a 0/1 mask, a jackknife
+block deletion is a mask with one block zeroed, a bootstrap replicate is a vector of
+multinomial counts. So one compiled function, mapped over groups and over weightings,
+gives every group's estimate and the values its interval needs. Group sizes differ; rows
+are padded to the largest group with weight 0, so nothing recompiles.
 
-Group sizes differ; rows are padded to the largest group with weight 0, so every group
-has the same shapes and nothing recompiles. For the Frechet distance with groups smaller
-than the embedding dimension (the usual audit: a few hundred faces per group, d = 512 to
-2048) the work moves to ``n x n`` Gram matrices computed once per group, after which a
-replicate costs ``O(n^2)`` plus an ``n x n`` singular value problem, independent of ``d``.
+**What is estimated.** Size-independent metrics (FD, MMD^2) estimate the population value
+between the group's two distributions, from all of the group's rows. Size-dependent ones
+(Vendi, PRDC: their value drifts with ``n`` even when nothing else changes) estimate
+``theta_m = E[T(m rows)]`` at a *common* size ``m`` shared by all groups, by averaging
+``T`` over ``R`` random ``m``-subsets of each group (an incomplete U-statistic; a group of
+exactly ``m`` rows is evaluated once, on itself). So two groups with equal distributions
+get equal estimands whatever their sizes.
 
-Bootstrap: the two sets of a two-sample metric are resampled independently within the
-group. Replicates are recentred on the bootstrap world's truth (the metric evaluated at
-the group's empirical distributions), because FD and MMD estimators are biased or
-bias-corrected: resampled sets have duplicated rows, which inflates FD replicates by
-about the finite-sample bias; ``theta* - T(F_hat)`` mimics ``theta_hat - T(F)`` instead. PRDC is bootstrapped conditionally on its k-NN radii (the radii come from the whole
-group; replicates resample which points are scored), which avoids the radius collapse
-that duplicated points cause; say so when reporting its intervals.
+**Intervals.** The default is the delete-block jackknife (``_intervals``): 0/1 weights,
+no duplicated rows, so the statistic is never evaluated on data it would not see. For a
+subset average each jackknife replicate redraws its subsets from the remaining rows with
+the same random ranks (common random numbers), and the Monte Carlo variance of the subset
+average, ``s^2 / R``, is added. The bootstrap intervals (basic, percentile, BCa) stay
+available for size-independent metrics; their replicates are recentred on the bootstrap
+world's truth (``plugin``), because FD and MMD estimators are biased or bias-corrected.
+``experiments/interval_coverage.py`` measures the coverage of each.
 """
 
 from __future__ import annotations
@@ -30,30 +34,59 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _bootstrap, _frechet, _linalg, _mmd, _prdc, _validate, _vendi
-from ._typing import Array, PRNGKey
+from . import _group_metrics, _intervals, _prdc, _validate
+from ._typing import PRNGKey
 
 GROUP_SEPARATOR = " x "
+GROUP_METRICS = _group_metrics.GROUP_METRICS
+MIN_BOOTSTRAP = 20  # fewer replicates cannot place a 95% interval's ends at all
 
 
 class GroupEstimates(NamedTuple):
-    """One metric per group with its bootstrap interval.
+    """One metric output per group with its interval.
 
     Attributes:
+        metric: the output's name (``"fd_unbiased"``, ``"precision"``, ...).
         groups: group names (intersections joined with ``" x "``).
         n_x, n_y: rows of each set in each group (``n_y`` is 0 for one-sample metrics).
-        estimate: ``(G,)`` value on the group's data.
-        low, high: ``(G,)`` interval ends.
-        replicates: ``(G, B)`` bootstrap values (empty second axis when B = 0).
+        size_x, size_y: the sample size at which the estimand is defined: the common size
+            for size-dependent metrics, else the group's own ``n_x``/``n_y``.
+        estimate, se, df: ``(G,)`` estimate, standard error and its degrees of freedom.
+        low, high: ``(G,)`` interval ends (NaN without an interval).
+        bias: ``(G,)`` jackknife estimate of the estimator's bias (NaN where the estimand
+            is at a common size below the group's own).
+        interval: ``"jackknife"``, ``"basic"``, ``"percentile"`` or ``"bca"``.
+        confidence: the interval's nominal coverage.
+        replicates: ``(G, B)`` recentred bootstrap values (empty second axis without them).
     """
 
+    metric: str
     groups: tuple[str, ...]
     n_x: np.ndarray
     n_y: np.ndarray
-    estimate: Array
-    low: Array
-    high: Array
-    replicates: Array
+    size_x: np.ndarray
+    size_y: np.ndarray
+    estimate: np.ndarray
+    se: np.ndarray
+    df: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    bias: np.ndarray
+    interval: str
+    confidence: float
+    replicates: np.ndarray
+
+
+class Contrast(NamedTuple):
+    """The difference ``a - b`` of two groups' estimates (independent groups)."""
+
+    a: str
+    b: str
+    difference: float
+    se: float
+    df: float
+    low: float
+    high: float
 
 
 def group_labels(labels, name: str = "labels") -> np.ndarray:
@@ -84,131 +117,7 @@ def _padded(x: np.ndarray, labels: np.ndarray, groups, n_max: int):
     return jnp.asarray(out), jnp.asarray(counts)
 
 
-# --- weighted metric kernels on one padded group ---------------------------------------
-
-
-def _fd_gram(x, wx, y, wy, unbiased: bool):
-    """FD of weighted sets through ``n x n`` Gram matrices (no d x d work)."""
-    gxx, gyy, gxy = x @ x.T, y @ y.T, x @ y.T
-    return _fd_from_grams(gxx, gyy, gxy, wx, wy, unbiased)
-
-
-def _fd_from_grams(gxx, gyy, gxy, wx, wy, unbiased: bool, plugin: bool = False):
-    """FD of weighted sets from ``n x n`` Gram matrices (no ``d x d`` work).
-
-    ``plugin=True`` gives the FD of the weighted empirical distributions themselves
-    (covariances normalised by ``sum(w)``, no bias correction): the bootstrap world's
-    true value, on which replicates are recentred.
-    """
-    w_x, w_y = wx.sum(), wy.sum()
-    dof_x, dof_y = (w_x, w_y) if plugin else (w_x - 1.0, w_y - 1.0)
-    px, py = wx / w_x, wy / w_y
-    mx2, my2, mxy = px @ gxx @ px, py @ gyy @ py, px @ gxy @ py
-    tr_x = (wx @ jnp.diag(gxx) - w_x * mx2) / dof_x
-    tr_y = (wy @ jnp.diag(gyy) - w_y * my2) / dof_y
-    a, b = gxy @ py, px @ gxy
-    centred = gxy - a[:, None] - b[None, :] + mxy  # (x_i - mean_x) . (y_j - mean_y)
-    cross = jnp.sqrt(wx)[:, None] * centred * jnp.sqrt(wy)[None, :] / jnp.sqrt(dof_x * dof_y)
-    r = _linalg.singular_values(cross)
-    return _frechet._assemble(mx2 + my2 - 2.0 * mxy, tr_x, tr_y, r, w_x, w_y, unbiased and not plugin)
-
-
-def _weighted_stats(x, w, plugin: bool):
-    w_sum = w.sum()
-    mean = (w @ x) / w_sum
-    scatter = _linalg.gram(jnp.sqrt(w)[:, None] * (x - mean))
-    # _fd_from_stats divides by count - 1; a plug-in covariance divides by count.
-    scale = jnp.where(plugin, (w_sum - 1.0) / w_sum, 1.0)
-    return _frechet.GaussianStats(w_sum, mean, scatter * scale)
-
-
-def _fd_stats(x, wx, y, wy, unbiased: bool, plugin: bool = False):
-    a, b = _weighted_stats(x, wx, plugin), _weighted_stats(y, wy, plugin)
-    return _frechet._fd_from_stats(a, b, unbiased and not plugin)
-
-
-class _Metric(NamedTuple):
-    two_sample: bool
-    # prepare(x, y, mask_x, mask_y) -> per-group cache;
-    # replicate(cache, wx, wy, plugin) -> scalar. With plugin=True it returns the metric's
-    # value *at* the weighted empirical distributions (the truth of the bootstrap world),
-    # which differs from the estimator for bias-corrected or unbiased statistics.
-    prepare: object
-    replicate: object
-
-
-def _metric(name: str, d: int, n_max: int, options: dict) -> _Metric:
-    unbiased = name == "fd_unbiased"
-    if name in ("fd", "fd_unbiased"):
-        if n_max <= d:
-            return _Metric(
-                True,
-                lambda x, y, mx, my: (x @ x.T, y @ y.T, x @ y.T),
-                lambda c, wx, wy, plugin: _fd_from_grams(*c, wx, wy, unbiased, plugin),
-            )
-        return _Metric(
-            True,
-            lambda x, y, mx, my: (x, y),
-            lambda c, wx, wy, plugin: _fd_stats(c[0], wx, c[1], wy, unbiased, plugin),
-        )
-    if name in ("mmd2", "cmmd"):
-        kernel = "cubic" if name == "mmd2" else "gaussian"
-        bw = float(options.get("bandwidth", 10.0))
-
-        def kernels(x, y, mx, my):
-            sx, sy = jnp.sum(x * x, 1), jnp.sum(y * y, 1)
-            kxx = _mmd._kernel_block(kernel, x, x, sx, sx, bw)
-            kyy = _mmd._kernel_block(kernel, y, y, sy, sy, bw)
-            kxy = _mmd._kernel_block(kernel, x, y, sx, sy, bw)
-            return kxx, kyy, kxy
-
-        def mmd(c, wx, wy, plugin):
-            kxx, kyy, kxy = c
-            m, n = wx.sum(), wy.sum()
-            # The unbiased U-statistic, or (plug-in) the V-statistic of the empirical
-            # distributions, which keeps the diagonal.
-            keep_diag = jnp.where(plugin, 0.0, 1.0)
-            s_xx = wx @ kxx @ wx - keep_diag * (wx @ jnp.diag(kxx))
-            s_yy = wy @ kyy @ wy - keep_diag * (wy @ jnp.diag(kyy))
-            pairs_x = jnp.where(plugin, m * m, m * (m - 1.0))
-            pairs_y = jnp.where(plugin, n * n, n * (n - 1.0))
-            value = s_xx / pairs_x + s_yy / pairs_y - 2.0 * (wx @ kxy @ wy) / (m * n)
-            return value * (1000.0 if name == "cmmd" else 1.0)
-
-        return _Metric(True, kernels, mmd)
-    if name == "vendi":
-        q = float(options.get("q", 1.0))
-        return _Metric(False, lambda x, y, mx, my: x, lambda c, wx, wy, plugin: _vendi._vendi_weighted(c, wx, 1.0, q, "cosine"))
-    if name in ("precision", "recall", "density", "coverage"):
-        k = int(options.get("k", 5))
-
-        def indicators(x, y, mx, my):
-            # Per-point PRDC contributions with radii from the whole (unpadded) group.
-            big = jnp.inf
-            sx, sy = jnp.sum(x * x, 1), jnp.sum(y * y, 1)
-            dxx = jnp.where(mx[None, :], _prdc._sq_dist(x, sx, x, sx), big)
-            dyy = jnp.where(my[None, :], _prdc._sq_dist(y, sy, y, sy), big)
-            r2x = _prdc._kth_smallest(dxx, k)
-            r2y = _prdc._kth_smallest(dyy, k)
-            dxy = _prdc._sq_dist(x, sx, y, sy)  # real rows, fake columns
-            in_real = (dxy < r2x[:, None]) & mx[:, None] & my[None, :]
-            in_fake = (dxy < r2y[None, :]) & mx[:, None] & my[None, :]
-            nearest = jnp.where(my[None, :], dxy, big).min(axis=1)
-            per_real = {"recall": in_fake.any(axis=1), "coverage": nearest < r2x}
-            per_fake = {"precision": in_real.any(axis=0), "density": in_real.sum(axis=0) / k}
-            return per_real.get(name), per_fake.get(name)
-
-        def mean(c, wx, wy, plugin):
-            per_real, per_fake = c
-            if per_real is not None:
-                return (wx @ per_real) / wx.sum()
-            return (wy @ per_fake) / wy.sum()
-
-        return _Metric(True, indicators, mean)
-    raise ValueError(f"unknown metric {name!r}; per-group metrics: {GROUP_METRICS}")
-
-
-GROUP_METRICS = ("fd", "fd_unbiased", "mmd2", "cmmd", "precision", "recall", "density", "coverage", "vendi")
+# --- weightings of one padded group -----------------------------------------------------
 
 
 def _resample_weights(key, n, n_max, num):
@@ -218,169 +127,306 @@ def _resample_weights(key, n, n_max, num):
     return jax.vmap(lambda u: jnp.zeros(n_max).at[u].add(live))(draws)
 
 
-def _jackknife_weights(n, n_max, blocks: int):
-    idx = jnp.arange(n_max)
+def _block_of_row(n, n_max: int, blocks: int):
+    """Jackknife block of each live row (``min(blocks, n)`` near-equal blocks) and the
+    number of active blocks."""
     j = jnp.minimum(blocks, n)
-    block_of_row = (idx * j) // jnp.maximum(n, 1)
-    live = idx < n
-    masks = jax.vmap(lambda b: (live & (block_of_row != b)).astype(jnp.float64))(jnp.arange(blocks))
-    # Blocks beyond j (tiny groups) repeat the full mask; they are dropped by `active`.
-    active = jnp.arange(blocks) < j
-    return masks, active
+    return (jnp.arange(n_max) * j) // jnp.maximum(n, 1), j
 
 
-@functools.partial(jax.jit, static_argnames=("name", "num_bootstrap", "blocks", "options"))
-def _evaluate(key, xs, nx, ys, ny, name, num_bootstrap, blocks, options):
-    g, n_max_x, d = xs.shape
-    n_max = max(n_max_x, ys.shape[1])
-    metric = _metric(name, d, n_max, dict(options))
+def _smallest(u, size):
+    """0/1 weights on the ``size`` rows with the smallest ``u`` (``inf`` never chosen)."""
+    rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
+    return ((rank < size) & jnp.isfinite(u)).astype(jnp.float64)
+
+
+def _subset_masks(key, n, size, n_max: int, blocks: int, subsamples: int, delete: float):
+    """Masks of ``subsamples`` random ``size``-subsets of the live rows (``(R, n_max)``) and,
+    for each jackknife replicate, the same subsets redrawn without its deleted rows
+    (``(J, R, n_max)``, common random ranks; ``min(size, rows left)`` rows each). The deleted
+    rows are block ``j`` (``delete == 0``) or a random ``ceil(delete * n)`` rows."""
+    live = jnp.arange(n_max) < n
+    k_sub, k_del = jax.random.split(key)
+    u = jnp.where(live[None, :], jax.random.uniform(k_sub, (subsamples, n_max)), jnp.inf)
+    full = _smallest(u, size)
+    if delete:
+        v = jnp.where(live[None, :], jax.random.uniform(k_del, (blocks, n_max)), jnp.inf)
+        in_block = _smallest(v, jnp.ceil(delete * n)).astype(bool)
+        active = blocks
+    else:
+        block, active = _block_of_row(n, n_max, blocks)
+        in_block = block[None, :] == jnp.arange(blocks)[:, None]  # (J, n_max)
+    left = n - jnp.sum(in_block & live[None, :], axis=1)  # rows outside each block
+    u_jack = jnp.where(in_block[:, None, :], jnp.inf, u[None])
+    jack = jax.vmap(_smallest)(u_jack, jnp.minimum(size, left))
+    return full, jack, active
+
+
+def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, blocks: int, subsamples: int, delete: float):
+    n_max_x, n_max_y = xs.shape[1], ys.shape[1]
 
     def one_group(args):
-        k, x, n_x, y, n_y = args
-        mx = jnp.arange(x.shape[0]) < n_x
-        my = jnp.arange(y.shape[0]) < n_y
+        k, x, n_x, s_x, y, n_y, s_y = args
+        mx, my = jnp.arange(n_max_x) < n_x, jnp.arange(n_max_y) < n_y
         cache = metric.prepare(x, y, mx, my)
-        rep = lambda wx, wy: metric.replicate(cache, wx, wy, False)  # noqa: E731
-        full_x, full_y = mx.astype(jnp.float64), my.astype(jnp.float64)
-        estimate = rep(full_x, full_y)
-        plugin = metric.replicate(cache, full_x, full_y, True)
-        kx, ky = jax.random.split(k)
-        bx = _resample_weights(kx, n_x, x.shape[0], num_bootstrap)
+        k_x, k_y, k_bx, k_by = jax.random.split(k, 4)
+        full_x, jack_x, _ = _subset_masks(k_x, n_x, s_x, n_max_x, blocks, subsamples, delete)
         if metric.two_sample:
-            by = _resample_weights(ky, n_y, y.shape[0], num_bootstrap)
+            full_y, jack_y, _ = _subset_masks(k_y, n_y, s_y, n_max_y, blocks, subsamples, delete)
         else:
-            by = jnp.broadcast_to(full_y, (num_bootstrap, y.shape[0]))
-        # Recentre: theta* - T(F_hat) mimics theta_hat - T(F), so shift the replicates
-        # by the estimator's bias in the bootstrap world. Without this a raw FD
-        # interval (positively biased statistic) can miss its own estimate entirely.
-        replicates = jax.vmap(rep)(bx, by) - plugin + estimate
-        jx, _ = _jackknife_weights(n_x, x.shape[0], blocks)
-        jack_x = jax.vmap(lambda w: rep(w, full_y))(jx)
-        if metric.two_sample:
-            jy, _ = _jackknife_weights(n_y, y.shape[0], blocks)
-            jack_y = jax.vmap(lambda w: rep(full_x, w))(jy)
+            full_y = jnp.broadcast_to(my.astype(jnp.float64), (subsamples, n_max_y))
+            jack_y = jnp.zeros((0, subsamples, n_max_y))
+        # Every weighting as one flat list: R subsets, then J x R with an x block left out,
+        # then J x R with a y block left out.
+        j_y = jack_y.shape[0]
+        wx = jnp.concatenate([full_x, jack_x.reshape(-1, n_max_x), jnp.tile(full_x, (j_y, 1))])
+        wy = jnp.concatenate([full_y, jnp.tile(full_y, (blocks, 1)), jack_y.reshape(-1, n_max_y)])
+        values = jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (wx, wy), batch_size=16)
+        r = subsamples
+        subsets = values[:r]
+        jk_x = values[r:r + blocks * r].reshape(blocks, r, -1).mean(axis=1)
+        jk_y = values[r + blocks * r:].reshape(j_y, r, -1).mean(axis=1) if j_y else jnp.zeros((0, values.shape[1]))
+        estimate = subsets.mean(axis=0)
+        if num_bootstrap:
+            live_x, live_y = mx.astype(jnp.float64), my.astype(jnp.float64)
+            bx = _resample_weights(k_bx, n_x, n_max_x, num_bootstrap)
+            by = (_resample_weights(k_by, n_y, n_max_y, num_bootstrap) if metric.two_sample
+                  else jnp.broadcast_to(live_y, (num_bootstrap, n_max_y)))
+            boot = jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (bx, by), batch_size=16)
+            plugin = metric.value(cache, live_x, live_y, True)
         else:
-            jack_y = jnp.zeros((0,))
-        return estimate, replicates, jack_x, jack_y
+            boot = jnp.zeros((0, estimate.shape[0]))
+            plugin = jnp.zeros_like(estimate)
+        return estimate, subsets, jk_x, jk_y, boot, plugin
 
-    keys = jax.random.split(key, g)
-    return jax.lax.map(one_group, (keys, xs, nx, ys, ny))
+    keys = jax.random.split(key, xs.shape[0])
+    return jax.lax.map(one_group, (keys, xs, nx, sx, ys, ny, sy))
+
+
+_evaluate = jax.jit(_evaluate_impl, static_argnames=("metric", "num_bootstrap", "blocks", "subsamples", "delete"))
+
+
+def _common_sizes(common_size, metric, counts_x, counts_y, two_sample):
+    """Per set, the size every group is evaluated at (None: each group's own)."""
+    if common_size is None:
+        common_size = "smallest" if metric.size_dependent else "own"
+    if common_size == "own":
+        if metric.size_dependent and (len(set(counts_x)) > 1 or (two_sample and len(set(counts_y)) > 1)):
+            raise ValueError(
+                f"{'/'.join(metric.outputs)} depends on the sample size and the groups differ in size; "
+                "compare them at a common size (common_size='smallest' or a number)"
+            )
+        return None, None
+    if common_size == "smallest":
+        return min(counts_x), (min(counts_y) if two_sample else None)
+    sizes = common_size if isinstance(common_size, tuple) else (common_size, common_size)
+    size_x, size_y = (_validate.positive_int(s, "common_size", minimum=2) for s in sizes)
+    for set_name, size, counts in (("x", size_x, counts_x), ("y", size_y, counts_y)) if two_sample else (("x", size_x, counts_x),):
+        if size > min(counts):
+            raise ValueError(f"common_size {size} exceeds the smallest group's {min(counts)} rows in {set_name}")
+    return size_x, (size_y if two_sample else None)
+
+
+def _check_repeats(x, labels, groups, set_name, k):
+    for g in groups:
+        rows = np.flatnonzero(labels == g)
+        _prdc._check_radii(f"group {g!r}: {set_name}", x[rows], k, rows)
 
 
 def by_group(
-    metric: str,
+    metric,
     x,
     x_groups,
     y=None,
     y_groups=None,
     *,
     key: PRNGKey,
-    num_bootstrap: int = 200,
+    interval: str = "jackknife",
     confidence: float = 0.95,
-    interval: str = "basic",
+    num_bootstrap: int = 0,
     jackknife_blocks: int = 20,
+    jackknife_delete: float | None = None,
+    common_size=None,
+    subsamples: int = 8,
     min_group_size: int = 2,
     **options,
-) -> GroupEstimates:
-    """Evaluate ``metric`` in every group, with bootstrap intervals.
+):
+    """Evaluate ``metric`` in every group, with intervals of the same estimand.
 
     Args:
-        metric: one of ``GROUP_METRICS``.
+        metric: a name from ``GROUP_METRICS`` (options ``k``, ``q``, ``bandwidth`` as
+            keywords) or a metric object from ``faceaudit.core.metrics``.
         x: ``(n_x, d)`` embeddings (the real/reference set of a two-sample metric, or the
-            set scored by a one-sample metric such as ``"vendi"``).
+            set scored by a one-sample metric such as Vendi).
         x_groups: ``(n_x,)`` labels, or a tuple of label arrays for intersections.
         y, y_groups: the generated set and its labels (two-sample metrics).
-        key: PRNG key for the resampling.
-        num_bootstrap: replicates per group (0: point estimates only).
+        key: PRNG key for subsets and resampling.
+        interval: ``"jackknife"`` (delete-block, t; the default), or the bootstrap's
+            ``"basic"``, ``"percentile"``, ``"bca"`` (size-independent metrics only).
         confidence: interval coverage.
-        interval: ``"basic"`` (reflected percentile; right for biased statistics such as the
-            raw FD), ``"percentile"``, or ``"bca"`` (jackknife acceleration with
-            ``jackknife_blocks`` delete-block jackknife values per set; delete-one when a
-            group has at most that many rows).
+        num_bootstrap: bootstrap replicates (needed, at least 20, by bootstrap intervals).
+        jackknife_blocks: blocks per set (fewer when a group has fewer rows).
+        common_size: for size-dependent metrics, the size all groups are evaluated at:
+            ``"smallest"`` (the default: the smallest group's size, per set), a number, a
+            pair ``(size_x, size_y)``; ``"own"`` evaluates each group at its own size.
+        subsamples: random subsets averaged per group at a common size.
         min_group_size: smallest allowed group (per set).
-        **options: metric options (``k`` for PRDC, ``q`` for Vendi, ``bandwidth`` for cmmd).
+
+    Returns:
+        ``GroupEstimates`` for a one-output metric; for a multi-output one (``"prdc"``) a
+        dict of them by output name.
 
     Raises:
         ValueError: unknown metric or interval, a group present in one set only, a group
-            smaller than ``min_group_size``, or any check of the embedding arrays.
+            smaller than the metric needs, repeated rows that empty a k-NN ball, or any
+            check of the embedding arrays.
     """
-    if metric not in GROUP_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; per-group metrics: {GROUP_METRICS}")
-    if interval not in _bootstrap.INTERVALS:
-        raise ValueError(f"interval must be one of {_bootstrap.INTERVALS}, got {interval!r}")
+    metric = _group_metrics.group_metric(metric, **options)
+    if interval not in _intervals.INTERVALS:
+        raise ValueError(f"interval must be one of {_intervals.INTERVALS}, got {interval!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     _validate.key(key)
     num_bootstrap = _validate.positive_int(num_bootstrap, "num_bootstrap", minimum=0)
     blocks = _validate.positive_int(jackknife_blocks, "jackknife_blocks", minimum=2)
-    two_sample = metric != "vendi"
-    min_rows = int(options.get("k", 5)) + 1 if metric in ("precision", "recall", "density", "coverage") else 2
-    min_group_size = max(min_group_size, min_rows)
+    delete = metric.jackknife_delete if jackknife_delete is None else float(jackknife_delete)
+    if not 0.0 <= delete < 1.0:
+        raise ValueError(f"jackknife_delete must lie in [0, 1) (0: delete-block), got {jackknife_delete}")
+    subsamples = _validate.positive_int(subsamples, "subsamples")
+    if interval in _intervals.BOOTSTRAP_INTERVALS:
+        if metric.size_dependent:
+            raise ValueError(
+                f"{interval} bootstrap intervals duplicate rows, which shrinks "
+                f"{'/'.join(metric.outputs)}; use interval='jackknife'"
+            )
+        if num_bootstrap < MIN_BOOTSTRAP:
+            raise ValueError(f"a {interval} bootstrap interval needs num_bootstrap >= {MIN_BOOTSTRAP}, got {num_bootstrap}")
+    two_sample = metric.two_sample
+    min_group_size = max(min_group_size, metric.min_rows())
     x = np.asarray(_validate.features(x, "x"), dtype=np.float64)
     lx = group_labels(x_groups, "x_groups")
     if lx.shape[0] != x.shape[0]:
         raise ValueError(f"x_groups has {lx.shape[0]} labels but x has {x.shape[0]} rows")
     if two_sample:
         if y is None or y_groups is None:
-            raise ValueError(f"{metric} compares two sets: pass y and y_groups")
+            raise ValueError(f"{'/'.join(metric.outputs)} compares two sets: pass y and y_groups")
         y = np.asarray(_validate.features(y, "y"), dtype=np.float64)
         if y.shape[1] != x.shape[1]:
             raise ValueError(f"x has {x.shape[1]} feature columns but y has {y.shape[1]}")
         ly = group_labels(y_groups, "y_groups")
         if ly.shape[0] != y.shape[0]:
             raise ValueError(f"y_groups has {ly.shape[0]} labels but y has {y.shape[0]} rows")
-        only_x = sorted(set(lx) - set(ly))
-        only_y = sorted(set(ly) - set(lx))
+        only_x, only_y = sorted(set(lx) - set(ly)), sorted(set(ly) - set(lx))
         if only_x or only_y:
             raise ValueError(
                 "every group needs rows in both sets: "
                 + "; ".join(s for s in (f"only in x: {only_x}" if only_x else "", f"only in y: {only_y}" if only_y else "") if s)
             )
-    else:
-        y, ly = np.zeros((1, x.shape[1])), np.array(["_"], dtype=object)
     groups = tuple(sorted(set(lx)))
-    for set_name, labels in (("x", lx), ("y", ly)) if two_sample else (("x", lx),):
-        for g in groups:
-            size = int(np.sum(labels == g))
+    counts_x = [int(np.sum(lx == g)) for g in groups]
+    counts_y = [int(np.sum(ly == g)) for g in groups] if two_sample else [0] * len(groups)
+    for set_name, counts in (("x", counts_x), ("y", counts_y)) if two_sample else (("x", counts_x),):
+        for g, size in zip(groups, counts):
             if size < min_group_size:
                 raise ValueError(
                     f"group {g!r} has {size} row{'s' if size != 1 else ''} in {set_name}; "
-                    f"{metric} needs at least {min_group_size} per group"
+                    f"{'/'.join(metric.outputs)} needs at least {min_group_size} per group"
                 )
-    n_max_x = max(int(np.sum(lx == g)) for g in groups)
-    xs, nx = _padded(x, lx, groups, n_max_x)
+    if isinstance(metric, _group_metrics.PRDC):
+        _check_repeats(x, lx, groups, "x", metric.k)
+        _check_repeats(y, ly, groups, "y", metric.k)
+    size_x, size_y = _common_sizes(common_size, metric, counts_x, counts_y, two_sample)
+    at_common = size_x is not None
+    xs, nx = _padded(x, lx, groups, max(counts_x))
     if two_sample:
-        ys, ny = _padded(y, ly, groups, max(int(np.sum(ly == g)) for g in groups))
+        ys, ny = _padded(y, ly, groups, max(counts_y))
     else:
         ys, ny = jnp.zeros((len(groups), 1, x.shape[1])), jnp.zeros(len(groups), jnp.int64)
-    frozen = tuple(sorted(options.items()))
-    estimate, replicates, jack_x, jack_y = _evaluate(key, xs, nx, ys, ny, metric, num_bootstrap, blocks, frozen)
-    if num_bootstrap == 0:
-        nan = jnp.full(len(groups), jnp.nan)
-        low, high = nan, nan
+    sx = jnp.asarray([size_x or n for n in counts_x])
+    sy = jnp.asarray([size_y or n for n in counts_y]) if two_sample else ny
+    num_boot = num_bootstrap if interval in _intervals.BOOTSTRAP_INTERVALS else 0
+    r = subsamples if at_common else 1
+    estimate, subsets, jk_x, jk_y, boot, plugin = (
+        np.asarray(a) for a in _evaluate(key, xs, nx, sx, ys, ny, sy, metric, num_boot, blocks, r, delete)
+    )
+    # Recentred replicates for the basic and percentile intervals: theta* - T(F_hat) mimics
+    # theta_hat - T(F) (without it a raw FD interval, a positively biased statistic, can miss
+    # its own estimate entirely). BCa corrects the median bias itself and takes them raw.
+    recentred = boot - plugin[:, None, :] + estimate[:, None, :]
+    out = {}
+    for o, name in enumerate(metric.outputs):
+        out[name] = _summarise(
+            name, groups, np.asarray(nx), np.asarray(ny), np.asarray(sx), np.asarray(sy) if two_sample else np.zeros(len(groups), np.int64),
+            estimate[:, o], subsets[:, :, o], jk_x[:, :, o], jk_y[:, :, o], boot[:, :, o], recentred[:, :, o], blocks, delete,
+            at_common, interval, confidence,
+        )
+    return out[metric.outputs[0]] if len(out) == 1 else out
+
+
+def _summarise(name, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, boot, recentred, blocks, delete,
+               at_common, interval, confidence) -> GroupEstimates:
+    g_count = len(groups)
+    se, df, bias = np.zeros(g_count), np.zeros(g_count), np.full(g_count, np.nan)
+    for g in range(g_count):
+        active_x = blocks if delete else min(blocks, int(nx[g]))
+        var_x, mean_x = _intervals.jackknife_variance(jk_x[g, :active_x], delete=delete, n=int(nx[g]))
+        parts, dofs = [var_x], [active_x - 1]
+        bias_g = _jackknife_bias(mean_x - estimate[g], delete, active_x)
+        if jk_y.shape[1]:
+            active_y = blocks if delete else min(blocks, int(ny[g]))
+            var_y, mean_y = _intervals.jackknife_variance(jk_y[g, :active_y], delete=delete, n=int(ny[g]))
+            parts.append(var_y)
+            dofs.append(active_y - 1)
+            bias_g += _jackknife_bias(mean_y - estimate[g], delete, active_y)
+        if subsets.shape[1] > 1:
+            parts.append(np.var(subsets[g], ddof=1) / subsets.shape[1])
+            dofs.append(subsets.shape[1] - 1)
+        se[g] = np.sqrt(sum(parts))
+        df[g] = _intervals.welch_df(parts, dofs)
+        if not at_common:
+            bias[g] = bias_g
+    if interval == "jackknife":
+        low, high = _intervals.t_interval(estimate, se, df, confidence)
     elif interval == "percentile":
-        low, high = _bootstrap.percentile_interval(replicates, confidence)
+        low, high = (np.asarray(v) for v in _intervals.percentile_interval(jnp.asarray(recentred), confidence))
     elif interval == "basic":
-        low, high = _bootstrap.basic_interval(replicates, estimate, confidence)
+        low, high = (np.asarray(v) for v in _intervals.basic_interval(jnp.asarray(recentred), jnp.asarray(estimate), confidence))
     else:
-        jk = [_active_jackknife(jack_x, nx, blocks)]
-        if two_sample:
-            jk.append(_active_jackknife(jack_y, ny, blocks))
-        low, high = _bca_per_group(replicates, estimate, confidence, jk)
-    return GroupEstimates(groups, np.asarray(nx), np.asarray(ny), estimate, low, high, replicates)
+        lows, highs = [], []
+        for g in range(g_count):
+            jk = [jk_x[g, : min(blocks, int(nx[g]))]]
+            if jk_y.shape[1]:
+                jk.append(jk_y[g, : min(blocks, int(ny[g]))])
+            lo, hi = _intervals.bca_interval(jnp.asarray(boot[g]), jnp.asarray(estimate[g]), confidence, *map(jnp.asarray, jk))
+            lows.append(float(lo))
+            highs.append(float(hi))
+        low, high = np.asarray(lows), np.asarray(highs)
+    return GroupEstimates(name, tuple(groups), nx, ny, sx, sy, estimate, se, df, low, high, bias, interval,
+                          confidence, recentred)
 
 
-def _active_jackknife(jack, counts, blocks):
-    return [jack[g, : min(blocks, int(counts[g]))] for g in range(jack.shape[0])]
+def _jackknife_bias(shift, delete: float, blocks: int):
+    # E T(n (1 - f)) - E T(n) = b f / (n (1 - f)) for a bias b / n, where f is the share
+    # deleted per replicate (1/J for blocks): bias = shift (1 - f) / f.
+    f = delete if delete else 1.0 / blocks
+    return shift * (1.0 - f) / f
 
 
-def _bca_per_group(replicates, estimate, confidence, jackknives):
-    lows, highs = [], []
-    for g in range(replicates.shape[0]):
-        lo, hi = _bootstrap.bca_interval(replicates[g], estimate[g], confidence, *[jk[g] for jk in jackknives])
-        lows.append(lo)
-        highs.append(hi)
-    return jnp.stack(lows), jnp.stack(highs)
+def group_contrast(estimates: GroupEstimates, a: str, b: str) -> Contrast:
+    """``a - b`` with a Welch t interval from the two groups' standard errors.
+
+    Valid for jackknife estimates (independent groups); the same estimand on both sides
+    (a common size for size-dependent metrics) is what makes the difference meaningful.
+    """
+    if a not in estimates.groups or b not in estimates.groups:
+        raise ValueError(f"groups {a!r} and {b!r} must both be among {estimates.groups}")
+    i, j = estimates.groups.index(a), estimates.groups.index(b)
+    diff = float(estimates.estimate[i] - estimates.estimate[j])
+    var = [estimates.se[i] ** 2, estimates.se[j] ** 2]
+    se = float(np.sqrt(sum(var)))
+    df = float(_intervals.welch_df(var, [estimates.df[i], estimates.df[j]]))
+    low, high = _intervals.t_interval(diff, se, df, estimates.confidence)
+    return Contrast(a, b, diff, se, df, float(low), float(high))
 
 
 def values_by_group(
@@ -388,48 +434,18 @@ def values_by_group(
     groups,
     *,
     key: PRNGKey,
-    num_bootstrap: int = 200,
     confidence: float = 0.95,
+    jackknife_blocks: int = 20,
     min_group_size: int = 2,
 ) -> GroupEstimates:
-    """Group means of per-item values (CLIP scores, similarities), with percentile intervals."""
+    """Group means of per-item values (CLIP scores, similarities) with jackknife t intervals.
+
+    (For a mean, the delete-block jackknife variance is the usual between-block variance
+    of block means: the interval is the t interval of the mean with ``J - 1`` degrees of
+    freedom.)
+    """
     if not isinstance(values, (np.ndarray, jax.Array)) or values.ndim != 1:
         raise TypeError("values must be a 1-D numpy or JAX array (one value per item)")
-    _validate.key(key)
-    num_bootstrap = _validate.positive_int(num_bootstrap, "num_bootstrap", minimum=0)
     v = _validate.features(values[:, None], "values", min_rows=1)
-    return _values_by_group(
-        np.asarray(v, dtype=np.float64)[:, 0], group_labels(groups, "groups"), key, num_bootstrap, confidence, min_group_size
-    )
-
-
-def _values_by_group(v, labels, key, num_bootstrap, confidence, min_group_size):
-    if labels.shape[0] != v.shape[0]:
-        raise ValueError(f"groups has {labels.shape[0]} labels but there are {v.shape[0]} values")
-    names = tuple(sorted(set(labels)))
-    for g in names:
-        size = int(np.sum(labels == g))
-        if size < min_group_size:
-            raise ValueError(f"group {g!r} has {size} values; need at least {min_group_size}")
-    n_max = max(int(np.sum(labels == g)) for g in names)
-    xs, nx = _padded(v[:, None], labels, names, n_max)
-    keys = jax.random.split(key, len(names))
-
-    @jax.jit
-    def run(keys, xs, nx):
-        def one(args):
-            k, x, n = args
-            live = (jnp.arange(x.shape[0]) < n).astype(jnp.float64)
-            w = _resample_weights(k, n, x.shape[0], num_bootstrap)
-            return (live @ x[:, 0]) / n, (w @ x[:, 0]) / n
-
-        return jax.lax.map(one, (keys, xs, nx))
-
-    estimate, replicates = run(keys, xs, nx)
-    if num_bootstrap:
-        low, high = _bootstrap.percentile_interval(replicates, confidence)
-    else:
-        low = high = jnp.full(len(names), jnp.nan)
-    return GroupEstimates(names, np.asarray(nx), np.zeros(len(names), np.int64), estimate, low, high, replicates)
-
-
+    return by_group(_group_metrics.Mean(), np.asarray(v, dtype=np.float64), groups, key=key, confidence=confidence,
+                    jackknife_blocks=jackknife_blocks, min_group_size=min_group_size)

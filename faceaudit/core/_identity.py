@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammainc, gammaln
 
 from ._typing import Array
@@ -228,3 +229,46 @@ def expected_verification(means: Array, spread: IdentitySpread, *, impostor_weig
     spread64 = IdentitySpread(within, between)
     any_acc, t_any = jax.vmap(lambda g: _best_any_group(g, means, spread64, weights))(jnp.arange(g_count))
     return VerificationPrediction(same, any_acc, t_same, t_any)
+
+
+def identity_spreads(x, identity, group, groups) -> tuple[float, np.ndarray]:
+    """Isotropic one-way random-effects estimate of the real identity spreads.
+
+    ``sw^2``: the pooled within-identity variance per dimension; ``sb_g^2``: the variance of
+    identity means within group ``g`` per dimension, less the share ``sw^2 mean(1/m_i)``
+    that image noise adds to a mean of ``m_i`` images (clipped at zero). What the
+    verification closed forms (``kinds_verification``) take as the real population.
+
+    Args:
+        x: ``(n, d)`` reference embeddings with identity labels.
+        identity, group: ``(n,)`` labels.
+        groups: the groups to estimate, in order.
+
+    Returns:
+        ``(within, between)`` with ``between`` of shape ``(len(groups),)``.
+
+    Raises:
+        ValueError: naming the group with fewer than two identities of two images.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    identity, group = np.asarray(identity), np.asarray(group)
+    d = x.shape[1]
+    within_ss, within_df, between = 0.0, 0, []
+    centres_by_group = {}
+    for g in groups:
+        rows = group == g
+        names, code, counts = np.unique(identity[rows], return_inverse=True, return_counts=True)
+        if np.sum(counts >= 2) < 2:
+            raise ValueError(f"group {g!r}: identity spreads need two identities with two or more reference images each")
+        sums = np.zeros((names.size, d))
+        np.add.at(sums, code, x[rows])
+        centres = sums / counts[:, None]
+        within_ss += float(np.sum((x[rows] - centres[code]) ** 2))
+        within_df += d * int(np.sum(counts - 1))
+        centres_by_group[g] = (centres, counts)
+    within = within_ss / within_df
+    for g in groups:
+        centres, counts = centres_by_group[g]
+        spread = np.sum((centres - centres.mean(axis=0)) ** 2) / (d * (centres.shape[0] - 1))
+        between.append(max(spread - within * float(np.mean(1.0 / counts)), 0.0))
+    return within, np.asarray(between)

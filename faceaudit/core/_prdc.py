@@ -48,6 +48,28 @@ class PRDC(NamedTuple):
     coverage: Scalar
 
 
+class Membership(NamedTuple):
+    """Per-sample k-NN membership behind PRDC.
+
+    Attributes:
+        fake_in_real: ``(m,)`` int: how many real k-NN balls hold each generated point
+            (``> 0``: the point is on the real manifold, its precision indicator; the sum
+            over points / ``k m`` is the density).
+        real_covered: ``(n,)`` bool: a generated point lies in the real point's ball (coverage).
+        real_recalled: ``(n,)`` bool: the real point lies in some generated point's ball (recall).
+    """
+
+    fake_in_real: np.ndarray
+    real_covered: np.ndarray
+    real_recalled: np.ndarray
+
+    def summary(self, k: int) -> PRDC:
+        m = self.fake_in_real.shape[0]
+        return PRDC(*(jnp.asarray(v) for v in (
+            float(np.mean(self.fake_in_real > 0)), float(np.mean(self.real_recalled)),
+            float(self.fake_in_real.sum() / (k * m)), float(np.mean(self.real_covered)))))
+
+
 def _sq_dist(a, sq_a, b, sq_b):
     return jnp.clip(sq_a[:, None] + sq_b[None, :] - 2.0 * (a @ b.T), 0.0)
 
@@ -109,13 +131,8 @@ def _prdc(real, fake, k: int, block: int):
         return (nearest_fake2, recalled), (in_real_ball.any(axis=1), in_real_ball.sum(axis=1))
 
     init = (jnp.full(real.shape[0], jnp.inf), jnp.zeros(real.shape[0], bool))
-    (nearest_fake2, recalled), (hit, count) = jax.lax.scan(body, init, (fb, sqfb, r2fb, valid))
-    m = fake.shape[0]
-    precision = jnp.sum(hit) / m  # padded rows never hit
-    density = jnp.sum(count) / (k * m)
-    recall = jnp.mean(recalled, dtype=jnp.float64)
-    coverage = jnp.mean(nearest_fake2 < r2_real, dtype=jnp.float64)
-    return PRDC(precision, recall, density, coverage)
+    (nearest_fake2, recalled), (_, count) = jax.lax.scan(body, init, (fb, sqfb, r2fb, valid))
+    return count.reshape(-1)[: fake.shape[0]], nearest_fake2 < r2_real, recalled
 
 
 # --- CPU: float32 screening with exact float64 decisions ---------------------------------
@@ -378,7 +395,7 @@ def _cross_counts(fake: _Screen, real: _Screen, r2_real, r2_fake, starts, block:
     return hits, covered, recalled
 
 
-def _host_prdc(real, fake, k: int, block: int) -> PRDC:
+def _host_membership(real, fake, k: int, block: int) -> Membership:
     c = _screening_error(real.shape[1])
     real, fake = _linalg.host_map(lambda x: _Screen.of(x, c), (real, fake))
     r2_real = _host_knn_radius2(real, k, block)
@@ -391,9 +408,50 @@ def _host_prdc(real, fake, k: int, block: int) -> PRDC:
     hit_count = np.sum([h for h, _, _ in parts], axis=0)
     covered = np.logical_or.reduce([cov for _, cov, _ in parts])
     recalled = np.logical_or.reduce([rec for _, _, rec in parts])
-    precision = float(np.mean(hit_count > 0))
-    density = float(hit_count.sum() / (k * m))
-    return PRDC(*(jnp.asarray(v) for v in (precision, float(recalled.mean()), density, float(covered.mean()))))
+    return Membership(hit_count, covered, recalled)
+
+
+def _check_radii(name: str, x, k: int, rows=None) -> None:
+    """A row repeated more than ``k`` times has a k-NN radius of 0; the strict ``<`` then
+    admits nothing into its ball and the set silently scores 0 (prdc's issue #7).
+    ``rows`` maps ``x``'s rows to the row numbers a message should name."""
+    x = np.asarray(x)
+    # Equal rows have equal projections: count repeats of one random projection per row
+    # (a 1-D sort instead of a lexicographic sort of whole rows), then confirm exactly.
+    # (An elementwise product summed per row: BLAS may round equal rows differently.)
+    projection = (x * np.random.default_rng(0).normal(size=x.shape[1])).sum(axis=1)
+    _, inverse, counts = np.unique(projection, return_inverse=True, return_counts=True)
+    for candidate in np.flatnonzero(counts > k):
+        members = np.flatnonzero(inverse == candidate)
+        _, first, same = np.unique(x[members], axis=0, return_index=True, return_counts=True)
+        if same.max() <= k:
+            continue
+        local = int(members[first[np.argmax(same)]])
+        row = local if rows is None else int(rows[local])
+        raise ValueError(f"{name} row {row} appears {int(same.max())} times (more than k = {k}); its k-NN ball "
+                         "would be empty and every point inside it missed. Remove duplicate embeddings or raise k")
+
+
+def knn_membership(real: Features, fake: Features, *, k: int = 5, block_size: int = DEFAULT_BLOCK) -> Membership:
+    """Per-sample k-NN membership of ``fake`` in ``real``'s balls and back (PRDC per point).
+
+    Strict ``<`` as in ``prdc``; computed blockwise (at most ``block x n`` distances at
+    once), float32 screening with exact float64 decisions on CPU. ``prdc`` is its summary.
+
+    Raises:
+        ValueError: as ``prdc``.
+    """
+    k = _validate.positive_int(k, "k")
+    real = _validate.features(real, "real", min_rows=k + 1, as_jax=False)
+    fake = _validate.features(fake, "fake", min_rows=k + 1, as_jax=False)
+    _validate.same_dim(real, fake, ("real", "fake"))
+    if _validate._is_concrete(real) and _validate._is_concrete(fake):
+        _check_radii("real", real, k)
+        _check_radii("fake", fake, k)
+    block = min(_validate.positive_int(block_size, "block_size"), max(real.shape[0], fake.shape[0]))
+    if _linalg.host_eager(real, fake):
+        return _host_membership(real, fake, k, block)
+    return Membership(*(np.asarray(a) for a in _prdc(jnp.asarray(real), jnp.asarray(fake), k, block)))
 
 
 def prdc(real: Features, fake: Features, *, k: int = 5, block_size: int = DEFAULT_BLOCK) -> PRDC:
@@ -408,19 +466,19 @@ def prdc(real: Features, fake: Features, *, k: int = 5, block_size: int = DEFAUL
     Returns:
         ``PRDC(precision, recall, density, coverage)`` of float64 scalars.
 
+    Raises:
+        ValueError: fewer than ``k + 1`` rows, NaN/inf, mismatched dimensions, or a row
+            repeated more than ``k`` times (its radius would be 0; see ``knn_membership``).
+
+    .. warning:: The values depend on the set sizes (radii shrink as ``n`` grows): compare
+       groups at a common size (``by_group`` does).
+
     References:
         Naeem et al., "Reliable Fidelity and Diversity Metrics for Generative Models",
         ICML 2020. Kynkaanniemi et al., "Improved Precision and Recall Metric for
         Assessing Generative Models", NeurIPS 2019.
     """
-    k = _validate.positive_int(k, "k")
-    real = _validate.features(real, "real", min_rows=k + 1, as_jax=False)
-    fake = _validate.features(fake, "fake", min_rows=k + 1, as_jax=False)
-    _validate.same_dim(real, fake, ("real", "fake"))
-    block = min(_validate.positive_int(block_size, "block_size"), max(real.shape[0], fake.shape[0]))
-    if _linalg.host_eager(real, fake):
-        return _host_prdc(real, fake, k, block)
-    return _prdc(jnp.asarray(real), jnp.asarray(fake), k, block)
+    return knn_membership(real, fake, k=k, block_size=block_size).summary(k)
 
 
-__all__ = ["PRDC", "prdc"]
+__all__ = ["PRDC", "Membership", "knn_membership", "prdc"]

@@ -244,3 +244,91 @@ def verification_summary(key: PRNGKey, scores, genuine, *, far: float = 1e-3, fo
         jax.jit(_tar_at_far)(s, g, w, far),
         verification_accuracy(key, s, g, folds=folds),
     )
+
+
+class ClusteredAccuracy(NamedTuple):
+    """Verification accuracy with an identity-cluster bootstrap interval (basic).
+
+    Attributes:
+        value: balanced cross-validated accuracy on the pairs.
+        se: standard deviation of the usable bootstrap replicates.
+        low, high: interval ends, clipped to ``[0, 1]`` (NaN with fewer than 2 replicates).
+        pairs: pairs with non-zero weight.
+        replicates: ``(B,)`` replicate accuracies (NaN where a replicate lost all genuine
+            or all impostor weight).
+    """
+
+    value: Scalar
+    se: float
+    low: float
+    high: float
+    pairs: int
+    replicates: np.ndarray
+
+
+@functools.partial(jax.jit, static_argnames="folds")
+def _replicate_accuracies(key, scores, genuine, base, first, second, counts, folds: int):
+    def one(c):
+        w = base * c[first] * c[second]
+        gen_w, imp_w = jnp.sum(jnp.where(genuine, w, 0.0)), jnp.sum(jnp.where(genuine, 0.0, w))
+        ok = (gen_w > 0) & (imp_w > 0)
+        w = jnp.where(genuine, w / jnp.where(gen_w > 0, gen_w, 1.0), w / jnp.where(imp_w > 0, imp_w, 1.0))
+        return jnp.where(ok, _cv_accuracy(key, scores, genuine, jnp.where(ok, w, 1.0), folds), jnp.nan)
+
+    return jax.vmap(one)(counts)
+
+
+def clustered_accuracy(
+    key: PRNGKey,
+    scores,
+    genuine,
+    first_cluster,
+    second_cluster,
+    *,
+    keep=None,
+    num_bootstrap: int = 200,
+    confidence: float = 0.95,
+    folds: int = 10,
+) -> ClusteredAccuracy:
+    """Balanced verification accuracy with an interval from resampling *identities*.
+
+    Pairs share images and identities, so pairs are not independent: each bootstrap
+    replicate redraws the clusters (identities) with replacement and weights a pair by the
+    product of its two clusters' multiplicities, all replicates in one vmapped call.
+    Genuine and impostor pairs get equal total weight (balanced accuracy).
+
+    Args:
+        key: PRNG key (cross-validation folds and the cluster draws).
+        scores: ``(P,)`` pair scores; genuine: ``(P,)`` bool.
+        first_cluster, second_cluster: ``(P,)`` cluster labels of each pair's two images.
+        keep: ``(P,)`` bool, the pairs that count (default: all).
+        num_bootstrap: cluster-bootstrap replicates (0: no interval).
+    """
+    k_cv, k_boot = jax.random.split(_validate.key(key))
+    s, g, _ = _check_scores(scores, genuine)
+    g_np = np.asarray(g)
+    keep = np.ones(g_np.size, bool) if keep is None else np.asarray(keep, dtype=bool)
+    if not (keep & g_np).any() or not (keep & ~g_np).any():
+        raise ValueError("the kept pairs need both genuine and impostor pairs")
+    base = keep * np.where(g_np, 1.0 / (keep & g_np).sum(), 1.0 / (keep & ~g_np).sum())
+    value = _cv_accuracy(k_cv, s, g, jnp.asarray(base), _validate.positive_int(folds, "folds", minimum=2))
+    num_bootstrap = _validate.positive_int(num_bootstrap, "num_bootstrap", minimum=0)
+    pairs = int(keep.sum())
+    if num_bootstrap < 2:
+        return ClusteredAccuracy(value, float("nan"), float("nan"), float("nan"), pairs, np.zeros(0))
+    _, code = np.unique(np.concatenate([np.asarray(first_cluster), np.asarray(second_cluster)]).astype(str),
+                        return_inverse=True)
+    first, second = code[: g_np.size], code[g_np.size:]
+    n_clusters = int(code.max()) + 1
+    draws = jax.random.randint(k_boot, (num_bootstrap, n_clusters), 0, n_clusters)
+    counts = jax.vmap(lambda d: jnp.zeros(n_clusters).at[d].add(1.0))(draws)
+    reps = np.asarray(_replicate_accuracies(k_cv, s, g, jnp.asarray(base), jnp.asarray(first), jnp.asarray(second),
+                                            counts, folds))
+    usable = reps[np.isfinite(reps)]
+    if usable.size < 2:
+        return ClusteredAccuracy(value, float("nan"), float("nan"), float("nan"), pairs, reps)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(usable, [tail, 1.0 - tail])
+    v = float(value)
+    return ClusteredAccuracy(value, float(np.std(usable, ddof=1)), float(np.clip(2 * v - hi, 0.0, 1.0)),
+                             float(np.clip(2 * v - lo, 0.0, 1.0)), pairs, reps)

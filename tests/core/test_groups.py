@@ -6,20 +6,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.stats._resampling import _bca_interval  # scipy's own BCa, as an independent reference
+from scipy import stats
 
 import faceaudit.core as fc
 from faceaudit.core import _groups
 from tests import references as ref
-from tests.tolerances import FLOAT64_REFERENCE
+from tests.tolerances import FLOAT64_REFERENCE, binomial_floor, monte_carlo
 
 
 @pytest.fixture
 def audit(rng):
     d = 10
     groups = np.array(["Asian", "Black", "Indian", "White"])
-    real_lab = rng.choice(groups, 160)
-    fake_lab = rng.choice(groups, 140)
+    real_lab = np.repeat(groups, 40)
+    fake_lab = np.repeat(groups, 35)
     shift = {g: i * 0.3 for i, g in enumerate(groups)}
     real = rng.normal(size=(160, d))
     fake = rng.normal(size=(140, d)) * 1.2 + np.array([shift[g] for g in fake_lab])[:, None]
@@ -40,13 +40,14 @@ DIRECT = {
 
 @pytest.mark.parametrize("metric", sorted(DIRECT))
 def test_group_estimates_equal_the_metric_on_each_group(metric, audit, key):
+    """At each group's own size (equal sizes here) the estimate is the metric itself."""
     real, real_lab, fake, fake_lab = audit
-    result = fc.by_group(metric, real, real_lab, fake, fake_lab, key=key, num_bootstrap=20)
+    result = fc.by_group(metric, real, real_lab, fake, fake_lab, key=key)
     for g, est in zip(result.groups, result.estimate):
         want = float(DIRECT[metric](real[real_lab == g], fake[fake_lab == g]))
         assert float(est) == pytest.approx(want, rel=FLOAT64_REFERENCE, abs=1e-12)
-    assert result.replicates.shape == (4, 20)
-    assert np.all(result.low <= result.high)
+    assert np.all(result.low < result.estimate) and np.all(result.estimate < result.high)
+    assert result.interval == "jackknife" and np.all(result.se > 0)
 
 
 def test_fd_gram_path_for_groups_smaller_than_d(rng, key):
@@ -54,70 +55,174 @@ def test_fd_gram_path_for_groups_smaller_than_d(rng, key):
     real, fake = rng.normal(size=(60, 50)), rng.normal(size=(45, 50)) + 0.2
     rl, fl = np.repeat(["a", "b", "c"], 20), np.repeat(["a", "b", "c"], 15)
     for metric in ("fd", "fd_unbiased"):
-        result = fc.by_group(metric, real, rl, fake, fl, key=key, num_bootstrap=5)
+        result = fc.by_group(metric, real, rl, fake, fl, key=key)
         for g, est in zip(result.groups, result.estimate):
             want = float(DIRECT[metric](real[rl == g], fake[fl == g]))
             assert float(est) == pytest.approx(want, rel=FLOAT64_REFERENCE)
 
 
 def test_weighted_fd_equals_fd_of_repeated_rows(rng):
+    from faceaudit.core import _group_metrics
+
     x, y = rng.normal(size=(12, 20)), rng.normal(size=(9, 20))
     wx, wy = rng.integers(0, 3, 12).astype(float), rng.integers(1, 3, 9).astype(float)
-    got = _groups._fd_from_grams(jnp.asarray(x @ x.T), jnp.asarray(y @ y.T), jnp.asarray(x @ y.T), jnp.asarray(wx), jnp.asarray(wy), False)
+    got = _group_metrics._fd_from_grams(jnp.asarray(x @ x.T), jnp.asarray(y @ y.T), jnp.asarray(x @ y.T),
+                                        jnp.asarray(wx), jnp.asarray(wy), False)
     want = ref.frechet_distance_mpmath(np.repeat(x, wx.astype(int), 0), np.repeat(y, wy.astype(int), 0))
     assert float(got) == pytest.approx(want, rel=FLOAT64_REFERENCE)
 
 
-def test_vendi_and_values_by_group(audit, key):
-    real, real_lab, fake, fake_lab = audit
-    result = fc.by_group("vendi", fake, fake_lab, key=key, num_bootstrap=10)
-    for g, est in zip(result.groups, result.estimate):
-        assert float(est) == pytest.approx(float(fc.vendi_score(fake[fake_lab == g])), rel=FLOAT64_REFERENCE)
-    scores = fake[:, 0]
-    means = fc.values_by_group(scores, fake_lab, key=key, num_bootstrap=50)
-    for g, est in zip(means.groups, means.estimate):
-        assert float(est) == pytest.approx(scores[fake_lab == g].mean(), rel=FLOAT64_REFERENCE)
+def test_jackknife_standard_error_matches_an_explicit_loop(rng, key):
+    """values_by_group's SE is the grouped jackknife of the mean; by_group's FD SE is the
+    grouped jackknife of each set, summed (independent sets)."""
+    values = rng.gamma(2.0, size=57)
+    labels = np.array(["a"] * 57)
+    est = fc.values_by_group(values, labels, key=key, jackknife_blocks=7)
+    assert est.se[0] == pytest.approx(ref.block_jackknife_se(np.mean, values, 7), rel=1e-12)
+    assert est.df[0] == 6
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(33, 3)) + 0.5
+    got = fc.by_group("fd", x, np.zeros(40), y, np.zeros(33), key=key, jackknife_blocks=5)
+    se_x = ref.block_jackknife_se(lambda a: ref.frechet_distance(a, y), x, 5)
+    se_y = ref.block_jackknife_se(lambda b: ref.frechet_distance(x, b), y, 5)
+    assert got.se[0] == pytest.approx(np.hypot(se_x, se_y), rel=1e-9)
 
 
-def test_intersections(audit, key, rng):
+def test_common_size_estimate_is_the_complete_u_statistic_on_average(rng):
+    """At a common size m < n the estimate averages the metric over random m-subsets: its
+    mean over many keys is the average over *all* m-subsets (checked exhaustively)."""
+    from itertools import combinations
+
+    x = rng.normal(size=(8, 5))
+    labels = np.array(["small"] * 6 + ["big"] * 8)
+    data = np.concatenate([rng.normal(size=(6, 5)), x])
+    complete = np.mean([fc.vendi_score(x[list(c)]) for c in combinations(range(8), 6)])
+    draws = np.array([fc.by_group("vendi", data, labels, key=jax.random.key(i), subsamples=4).estimate
+                      for i in range(60)])
+    big_index = sorted(set(labels)).index("big")
+    mean, se = draws[:, big_index].mean(), draws[:, big_index].std() / np.sqrt(60)
+    assert mean == pytest.approx(complete, abs=monte_carlo(se))
+    result = fc.by_group("vendi", data, labels, key=jax.random.key(0))
+    assert list(result.size_x) == [6, 6] and list(result.n_x) == [8, 6]
+    assert np.isnan(result.bias).all()  # no bias estimate at a common size
+
+
+def test_size_dependent_metrics_refuse_unequal_own_sizes(audit, key):
+    real, real_lab, fake, _ = audit
+    lab = np.array(["a"] * 100 + ["b"] * 60)
+    with pytest.raises(ValueError, match="depends on the sample size"):
+        fc.by_group("vendi", real, lab, key=key, common_size="own")
+    with pytest.raises(ValueError, match="duplicate rows"):
+        fc.by_group("precision", real, lab, real, lab, key=key, interval="basic", num_bootstrap=50)
+    with pytest.raises(ValueError, match="exceeds the smallest group"):
+        fc.by_group("vendi", real, lab, key=key, common_size=80)
+
+
+def test_prdc_refuses_sets_with_repeated_points(rng, key):
+    """prdc's issue #7: with a point repeated more than k times every radius there is 0."""
+    x = rng.normal(size=(30, 4))
+    x[3:10] = x[3]
+    with pytest.raises(ValueError, match="real row 3 appears 7 times"):
+        fc.prdc(x, rng.normal(size=(30, 4)), k=5)
+    fc.prdc(x, rng.normal(size=(30, 4)), k=7)  # k = 7: the ball holds its 7 copies' neighbours
+    with pytest.raises(ValueError, match="group '0': x row 3 appears 7 times"):
+        fc.by_group("precision", x, np.zeros(30, int), rng.normal(size=(30, 4)), np.zeros(30, int), key=key)
+
+
+def test_multi_output_prdc_and_metric_objects(audit, key):
     real, real_lab, fake, fake_lab = audit
-    real_gender, fake_gender = rng.choice(["man", "woman"], 160), rng.choice(["man", "woman"], 140)
-    result = fc.by_group("fd", real, (real_lab, real_gender), fake, (fake_lab, fake_gender), key=key, num_bootstrap=0)
-    assert len(result.groups) == 8 and "Asian x woman" in result.groups
-    rows_r = (real_lab == "Asian") & (real_gender == "woman")
-    rows_f = (fake_lab == "Asian") & (fake_gender == "woman")
-    i = result.groups.index("Asian x woman")
-    assert float(result.estimate[i]) == pytest.approx(float(fc.frechet_distance(real[rows_r], fake[rows_f])), rel=FLOAT64_REFERENCE)
-    assert np.isnan(result.low).all()  # no bootstrap, no interval
+    all_four = fc.by_group(fc.metrics.PRDC(k=3), real, real_lab, fake, fake_lab, key=key)
+    assert set(all_four) == {"precision", "recall", "density", "coverage"}
+    alone = fc.by_group("recall", real, real_lab, fake, fake_lab, key=key, k=3)
+    np.testing.assert_array_equal(all_four["recall"].estimate, alone.estimate)
+    assert fc.metrics.FD(True) == fc.metrics.FD(unbiased=True) and fc.metrics.FD(True) != fc.metrics.MMD2()
+    with pytest.raises(ValueError, match="unknown metric option"):
+        fc.by_group("fd", real, real_lab, fake, fake_lab, key=key, bandwith=3)
 
 
 def test_bootstrap_weights_are_multinomial_counts(key):
-    w = _groups._resample_weights(key, 7, 10, 500)
-    assert np.all(np.asarray(w).sum(1) == 7) and np.all(np.asarray(w)[:, 7:] == 0)
-    # Each row is drawn with probability 1/7 per draw: mean count 1.
-    assert np.asarray(w)[:, :7].mean() == pytest.approx(1.0, abs=0.05)
+    """Chi-square goodness of fit of the pooled counts: each draw picks one of 7 rows
+    uniformly, so a row's count over 500 replicates x 7 draws is Binomial(3500, 1/7)."""
+    w = np.asarray(_groups._resample_weights(key, 7, 10, 500))
+    assert np.all(w.sum(1) == 7) and np.all(w[:, 7:] == 0)
+    totals = w[:, :7].sum(axis=0)
+    assert stats.chisquare(totals).pvalue > 1e-3
+    # Per replicate, the count of one row is Binomial(7, 1/7): compare its histogram.
+    observed = np.bincount(w[:, 0].astype(int), minlength=8)[:4]
+    expected = stats.binom.pmf(np.arange(4), 7, 1 / 7) * 500
+    observed = np.append(observed, 500 - observed.sum())
+    expected = np.append(expected, 500 - expected.sum())
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
 
 
-def test_bca_matches_scipy(rng):
-    """BCa levels from faceaudit's formula equal scipy.stats' BCa on the same replicates."""
+def test_bca_matches_the_textbook_formula(rng):
     data = rng.gamma(2.0, size=40)
     replicates = np.array([rng.choice(data, 40).mean() for _ in range(2000)])
     jackknife = np.array([np.delete(data, i).mean() for i in range(40)])
     lo, hi = fc.bca_interval(jnp.asarray(replicates), jnp.asarray(data.mean()), 0.9, jnp.asarray(jackknife))
-    alpha = _bca_interval((data,), np.mean, axis=-1, alpha=0.05, theta_hat_b=replicates, batch=None, xp=np)
-    want = np.percentile(replicates, np.array(alpha[:2], dtype=float).ravel() * 100)  # (alpha_1, alpha_2, ...)
+    want = ref.bca_textbook(replicates, data.mean(), jackknife, 0.9)
     np.testing.assert_allclose([float(lo), float(hi)], want, rtol=1e-12)
 
 
-def test_basic_interval_covers_a_biased_statistic(rng, key):
-    """The raw FD is biased upwards; recentred basic intervals still cover the truth in
-    most worlds, while naive percentile intervals of raw replicates would not."""
-    d, n, worlds = 6, 120, 20
-    true_fd = 6 * 0.3**2  # N(0, I) vs N(0.3, I)
+def test_group_contrast_is_a_welch_interval(audit, key):
+    real, real_lab, fake, fake_lab = audit
+    est = fc.by_group("mmd2", real, real_lab, fake, fake_lab, key=key)
+    c = fc.group_contrast(est, "White", "Asian")
+    i, j = est.groups.index("White"), est.groups.index("Asian")
+    assert c.difference == pytest.approx(est.estimate[i] - est.estimate[j])
+    assert c.se == pytest.approx(np.hypot(est.se[i], est.se[j]))
+    q = stats.t.ppf(0.975, c.df)
+    assert (c.low, c.high) == pytest.approx((c.difference - q * c.se, c.difference + q * c.se))
+    assert min(est.df[i], est.df[j]) <= c.df <= est.df[i] + est.df[j]
+
+
+# --- coverage (reduced; experiments/interval_coverage.py has the full study) ------------
+
+WORLDS = 60
+FLOOR = binomial_floor(WORLDS, 0.95)  # P(fewer covered | true coverage 0.95) < 1e-3
+
+
+def _pair(rng, n, d, shift):
+    spectrum = 1.0 / (1.0 + np.arange(d)) ** 0.8
+    x = rng.normal(size=(n, d)) * np.sqrt(spectrum)
+    y = rng.normal(size=(n, d)) * np.sqrt(spectrum * np.linspace(0.8, 1.2, d)) + shift
+    return x, y, spectrum
+
+
+@pytest.mark.parametrize("metric, interval", [("mmd2", "jackknife"), ("fd_unbiased", "jackknife"),
+                                              ("fd_unbiased", "basic"), ("fd_unbiased", "percentile")])
+def test_intervals_cover_the_closed_form_truth(rng, metric, interval):
+    """d = 8, n = 150 (n >> d: the bias correction is in range); truth from closed forms."""
+    d, n = 8, 150
+    shift = 0.3 / np.sqrt(d)
+    spectrum = 1.0 / (1.0 + np.arange(d)) ** 0.8
+    cov_y = np.diag(spectrum * np.linspace(0.8, 1.2, d))
+    if metric == "mmd2":
+        truth = float(fc.gaussian_mmd2(np.zeros(d), np.diag(spectrum), np.full(d, shift), cov_y))
+    else:
+        truth = float(fc.gaussian_frechet(np.zeros(d), np.diag(spectrum), np.full(d, shift), cov_y))
     covered = 0
-    for w in range(worlds):
-        r, f = rng.normal(size=(n, d)), rng.normal(size=(n, d)) + 0.3
-        res = fc.by_group("fd", r, np.zeros(n), f, np.zeros(n), key=jax.random.key(w), num_bootstrap=200, confidence=0.9)
-        covered += float(res.low[0]) <= true_fd <= float(res.high[0])
-    # 90% nominal; 20 worlds: P(<= 13 covered | p = 0.9) < 0.2%.
-    assert covered >= 14
+    for w in range(WORLDS):
+        x, y, _ = _pair(rng, n, d, shift)
+        est = fc.by_group(metric, x, np.zeros(n), y, np.zeros(n), key=jax.random.key(w), interval=interval,
+                          num_bootstrap=0 if interval == "jackknife" else 100)
+        covered += float(est.low[0]) <= truth <= float(est.high[0])
+    assert covered >= FLOOR, f"{covered}/{WORLDS} covered (floor {FLOOR})"
+
+
+@pytest.mark.parametrize("metric", ["vendi", "precision", "coverage"])
+def test_equal_truth_unequal_sizes_shows_no_disparity(rng, metric):
+    """Two groups drawn from the same distributions, 40 vs 160 rows per set: the 95%
+    interval of their difference (at the common size 40) covers 0 at the nominal rate."""
+    d = 16
+    labels = np.array(["small"] * 40 + ["large"] * 160)
+    covered, gaps = 0, []
+    for w in range(WORLDS):
+        x, y, _ = _pair(rng, 200, d, 0.2 / np.sqrt(d))
+        est = (fc.by_group(metric, y, labels, key=jax.random.key(w)) if metric == "vendi"
+               else fc.by_group(metric, x, labels, y, labels, key=jax.random.key(w)))
+        c = fc.group_contrast(est, "large", "small")
+        covered += c.low <= 0.0 <= c.high
+        gaps.append(c.difference / c.se)
+    assert covered >= FLOOR, f"{covered}/{WORLDS} covered 0 (floor {FLOOR})"
+    # No systematic gap: the mean standardised difference is within 4 of its own SE.
+    assert abs(np.mean(gaps)) < monte_carlo(np.std(gaps) / np.sqrt(WORLDS))

@@ -241,3 +241,91 @@ def test_cosine_metrics_against_numpy(rng):
     np.testing.assert_allclose(fc.clip_score(a, b, scale=100, clip_negative=True), 100 * np.maximum(cos(a, b), 0), rtol=EXACT_ALGEBRA)
     np.testing.assert_allclose(fc.directional_similarity(a, b, c, e), cos(b - a, e - c), rtol=EXACT_ALGEBRA)
     np.testing.assert_allclose(fc.image_similarity(a, c), cos(a, c), rtol=EXACT_ALGEBRA)
+
+
+def _screening_bound_reference(d: int) -> float:
+    """Rounding bound of a float32 squared distance |a|^2 + |b|^2 - 2 a.b from float64 rows,
+    per unit of |a|^2 + |b|^2, derived independently of the code: inputs rounded to float32
+    (relative u each, so |a'.b' - a.b| <= (2u + u^2)|a||b|), a float32 dot product
+    (gamma_d |a'||b'|, Higham Thm 3.1), the -2 factor (exact), float64 norms rounded to
+    float32 (u each) and two float32 additions (u times their operands' magnitudes), with
+    2|a||b| <= |a|^2 + |b|^2."""
+    u = 2.0**-24
+    gamma = d * u / (1 - d * u)
+    dot = (gamma * (1 + u) ** 2 + 2 * u + u * u)  # times 2|a||b|, i.e. times (|a|^2 + |b|^2)
+    norms = u
+    additions = 2 * u * (1 + dot + norms) * 2  # each sum's operands are bounded by 2(|a|^2 + |b|^2)
+    return dot + norms + additions
+
+
+@pytest.mark.parametrize("d", [1, 8, 64, 512, 2048, 8192])
+def test_prdc_screening_bound_covers_the_worst_case_rounding(d):
+    """The float32 screen decides a pair only outside +-c (|a|^2 + |b|^2); c must be at least
+    the worst-case rounding (a smaller c silently mis-decides pairs near a radius) and not
+    wastefully larger (every pair within c is recomputed in float64)."""
+    from faceaudit.core import _prdc
+
+    c = _prdc._screening_error(d)
+    reference = _screening_bound_reference(d)
+    assert reference <= c <= 4 * reference
+
+
+def test_prdc_screening_bound_holds_on_adversarial_rows(rng):
+    """Large common offsets (|x|^2 >> distances) maximise cancellation: every pair's float32
+    screened distance stays within the bound of its float64 value."""
+    from faceaudit.core import _prdc
+
+    d = 512
+    a = rng.normal(size=(300, d)) + 300.0
+    b = rng.normal(size=(200, d)) * 1e-3 + 300.0
+    c = _prdc._screening_error(d)
+    sa, sb = _prdc._Screen.of(a, c), _prdc._Screen.of(b, c)
+    d32 = _prdc._sq_dist32(sa, slice(None), sb, slice(None), np.empty(300 * 200, np.float32)).astype(np.float64)
+    exact = np.maximum(sa.sq[:, None] + sb.sq[None, :] - 2.0 * a @ b.T, 0.0)
+    err = np.abs(d32 - exact)
+    assert np.all(err <= sa.err[:, None] + sb.err[None, :])
+    assert err.max() > 0  # the screen really is inexact here
+
+
+def test_prdc_decisions_at_radius_times_one_plus_minus_1e7(rng):
+    """Generated points placed at distance r (1 +- 1e-7) from a real point, r its k-NN
+    radius, far from the origin: each lies just inside or just outside that ball, below
+    float32 resolution. The CPU path (float32 screen + float64 re-check) must decide every
+    one as a float64 brute-force computation does."""
+    k, d = 3, 64
+    offset = 40.0
+    real = rng.normal(size=(120, d)) + offset
+    radius = np.sqrt(np.sort(ref_sq_dist(real, real), axis=1)[:, k])
+    direction = rng.normal(size=(120, d))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    factor = np.where(np.arange(120) % 2 == 0, 1 - 1e-7, 1 + 1e-7)
+    fake = real + direction * (radius * factor)[:, None]
+    want = ref.prdc_membership(real, fake, k)
+    got = fc.knn_membership(real, fake, k=k)
+    np.testing.assert_array_equal(got.fake_in_real, want["fake_in_real"])
+    np.testing.assert_array_equal(got.real_covered, want["real_covered"])
+    np.testing.assert_array_equal(got.real_recalled, want["real_recalled"])
+    # The construction works: the points alternate inside/outside their own real ball.
+    own = np.sum((fake - real) ** 2, axis=1) < radius**2
+    np.testing.assert_array_equal(own, factor < 1)
+
+
+def ref_sq_dist(a, b):
+    from scipy.spatial.distance import cdist
+
+    return cdist(a, b, "sqeuclidean")
+
+
+def test_knn_membership_is_the_per_sample_prdc(rng):
+    real, fake = rng.normal(size=(150, 12)), rng.normal(size=(130, 12)) + 0.3
+    want = ref.prdc_membership(real, fake, 5)
+    for run in (lambda: fc.knn_membership(real, fake, k=5), ):
+        got = run()
+        np.testing.assert_array_equal(got.fake_in_real, want["fake_in_real"])
+        np.testing.assert_array_equal(got.real_covered, want["real_covered"])
+        np.testing.assert_array_equal(got.real_recalled, want["real_recalled"])
+    with fc.xla_only():
+        got = fc.knn_membership(real, fake, k=5)
+    np.testing.assert_array_equal(got.fake_in_real, want["fake_in_real"])
+    summary = fc.prdc(real, fake, k=5)
+    assert float(summary.density) == pytest.approx(want["fake_in_real"].sum() / (5 * 130))

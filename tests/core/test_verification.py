@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -88,3 +89,33 @@ def test_verification_input_errors(key):
         fc.verification_pairs(key, np.repeat(np.arange(5), 2), impostors="same_group")
     with pytest.raises(ValueError, match="both genuine and impostor"):
         fc.roc_auc(np.arange(5.0), np.ones(5, bool))
+
+
+def test_clustered_accuracy_resamples_identities(rng, key):
+    """The value is the balanced cross-validated accuracy of the kept pairs; replicates
+    redraw identities, so a verifier with identity-level variation gets a wider interval
+    than pair-level resampling would give; bounds stay in [0, 1]."""
+    n_id, per = 30, 4
+    code = np.repeat(np.arange(n_id), per)
+    identity = np.array([f"id{i:02d}" for i in code])  # sorted names: cluster i is id{i:02d}
+    centres = rng.normal(size=(n_id, 8)) * 1.0
+    x = centres[code] + rng.normal(size=(n_id * per, 8)) * 0.6
+    pairs = fc.verification_pairs(key, identity, impostors="any", impostors_per_genuine=2.0)
+    scores = fc.pair_scores(x, pairs)
+    keep = np.ones(pairs.genuine.size, bool)
+    result = fc.clustered_accuracy(key, scores, pairs.genuine, identity[pairs.first], identity[pairs.second],
+                                   num_bootstrap=200)
+    base = np.where(pairs.genuine, 1.0 / pairs.genuine.sum(), 1.0 / (~pairs.genuine).sum())
+    k_cv, _ = jax.random.split(key)
+    want = fc.verification_accuracy(k_cv, scores, pairs.genuine, weights=jnp.asarray(base))
+    assert float(result.value) == pytest.approx(float(want), rel=1e-12)
+    assert 0.0 <= result.low < float(result.value) < result.high <= 1.0
+    assert result.pairs == keep.sum() and result.replicates.shape == (200,)
+    # Reference: the replicate for given identity counts c is the weighted accuracy with
+    # pair weight base * c[first] * c[second], renormalised per class.
+    draws = jax.random.randint(jax.random.split(key)[1], (200, n_id), 0, n_id)
+    c = np.bincount(np.asarray(draws[0]), minlength=n_id).astype(float)
+    w = base * c[code[pairs.first]] * c[code[pairs.second]]
+    w = np.where(pairs.genuine, w / w[pairs.genuine].sum(), w / w[~pairs.genuine].sum())
+    first = fc.verification_accuracy(k_cv, scores, pairs.genuine, weights=jnp.asarray(w))
+    assert result.replicates[0] == pytest.approx(float(first), rel=1e-12)

@@ -1,0 +1,84 @@
+r"""The audit space: FD in the reference set's top principal directions.
+
+FD's finite-sample bias grows with ``d / n`` (``design/metric-numerics.md``): at the sizes
+of a real audit (a few hundred images per group, ``d = 512`` to ``1,024``) the raw FD is
+dominated by it and even the first-order correction (``frechet_distance(unbiased=True)``)
+leaves several times the true value. In a ``k``-dimensional space with ``n >= 10 k`` the
+correction is back in its range. The *audit space* is the span of the top ``k``
+principal directions of the pooled reference embeddings of all groups, with ``k`` the
+largest dimension at which every group of both sets has at least ``ratio * k`` rows
+(capped at ``max_dim``); every group's FD is then measured in the same space, so the
+numbers compare.
+
+The estimand is the FD between the *projected* distributions, ``FD(P B, Q B)``, a different
+number from the full-space FD (it sees only the ``k`` directions where the reference
+varies most), stated as such wherever it is reported. The directions are estimated from
+the reference rows themselves; the bias this adds was measured with the rest
+(``experiments/fd_bias.py``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validate
+
+DEFAULT_RATIO = 10
+DEFAULT_MAX_DIM = 64
+
+
+class AuditSpace(NamedTuple):
+    """An orthonormal ``(d, k)`` basis, the centre it projects around, and the share of
+    the pooled reference variance the ``k`` directions hold."""
+
+    basis: np.ndarray
+    centre: np.ndarray
+    explained: float
+
+    @property
+    def dim(self) -> int:
+        return int(self.basis.shape[1])
+
+    def project(self, x) -> np.ndarray:
+        """``(x - centre) @ basis``: rows in audit-space coordinates (float64)."""
+        x = np.asarray(_validate.features(x, "x", min_rows=1, as_jax=False), dtype=np.float64)
+        if x.shape[1] != self.basis.shape[0]:
+            raise ValueError(f"x has {x.shape[1]} columns but the audit space was built in {self.basis.shape[0]}")
+        return (x - self.centre) @ self.basis
+
+
+def audit_dimension(group_sizes, d: int, *, ratio: int = DEFAULT_RATIO, max_dim: int = DEFAULT_MAX_DIM) -> int:
+    """``k = min(smallest group // ratio, d, max_dim)``, at least 1.
+
+    Example:
+        >>> audit_dimension([200, 150, 900], d=512)
+        15
+    """
+    sizes = [int(s) for s in group_sizes]
+    if not sizes or min(sizes) < 2:
+        raise ValueError(f"every group needs at least 2 rows for the audit space, got sizes {sizes}")
+    ratio = _validate.positive_int(ratio, "ratio")
+    return max(1, min(min(sizes) // ratio, int(d), int(max_dim)))
+
+
+def audit_space(reference, k: int) -> AuditSpace:
+    """Top-``k`` principal directions of the pooled ``reference`` rows (all groups together).
+
+    Raises:
+        ValueError: ``k`` larger than the rank the reference rows can have.
+    """
+    x = np.asarray(_validate.features(reference, "reference", as_jax=False), dtype=np.float64)
+    k = _validate.positive_int(k, "k")
+    if k > min(x.shape[0] - 1, x.shape[1]):
+        raise ValueError(f"an audit space of {k} dimensions needs more than {k} reference rows of at least {k} columns; "
+                         f"got {x.shape}")
+    centre = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - centre, full_matrices=False)
+    power = s**2
+    explained = float(power[:k].sum() / power.sum()) if power.sum() > 0 else 1.0
+    # A sign convention (largest loading positive) makes the basis reproducible.
+    basis = vt[:k].T
+    basis *= np.where(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)] < 0, -1.0, 1.0)
+    return AuditSpace(basis, centre, explained)
