@@ -14,7 +14,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from . import _group_metrics as metrics  # noqa: E402
-from ._cosine import clip_score, cosine_similarity, directional_similarity, image_similarity  # noqa: E402
+from ._cosine import clip_score, cosine_similarity, directional_similarity, image_similarity, pixel_distances  # noqa: E402
 from ._frechet import (  # noqa: E402
     FDInfinity,
     GaussianStats,
@@ -25,7 +25,16 @@ from ._frechet import (  # noqa: E402
     gaussian_stats_init,
     gaussian_stats_update,
 )
-from ._groups import GROUP_METRICS, Contrast, GroupEstimates, by_group, group_contrast, group_labels, values_by_group  # noqa: E402
+from ._groups import (  # noqa: E402
+    GROUP_METRICS,
+    Contrast,
+    GroupEstimates,
+    by_group,
+    contrast,
+    group_contrast,
+    group_labels,
+    values_by_group,
+)
 from ._intervals import (  # noqa: E402
     basic_interval,
     bca_interval,
@@ -111,6 +120,7 @@ __all__ = [
     "by_group",
     "clip_score",
     "clustered_accuracy",
+    "contrast",
     "cosine_similarity",
     "directional_similarity",
     "equal_error_rate",
@@ -145,6 +155,7 @@ __all__ = [
     "noise_free_generator",
     "pair_scores",
     "percentile_interval",
+    "pixel_distances",
     "plan_mix",
     "prdc",
     "roc_auc",

@@ -124,11 +124,17 @@ def _assemble(mean_gap2, tr_x, tr_y, r, n_x, n_y, unbiased: bool) -> Scalar:
 
 @functools.partial(jax.jit, static_argnames="unbiased")
 def _fd_from_stats(a: GaussianStats, b: GaussianStats, unbiased: bool) -> Scalar:
+    return _fd_both_from_stats(a, b, unbiased)[1]
+
+
+def _fd_both_from_stats(a: GaussianStats, b: GaussianStats, unbiased: bool) -> tuple[Scalar, Scalar]:
+    """``(raw FD, FD with the bias removed when unbiased)`` from one product spectrum."""
     s_a = a.scatter / (a.count - 1.0)
     s_b = b.scatter / (b.count - 1.0)
     r = _linalg.product_spectrum(s_a, s_b)
     gap = a.mean - b.mean
-    return _assemble(gap @ gap, jnp.trace(s_a), jnp.trace(s_b), r, a.count, b.count, unbiased)
+    args = (gap @ gap, jnp.trace(s_a), jnp.trace(s_b), r, a.count, b.count)
+    return _assemble(*args, False), _assemble(*args, unbiased)
 
 
 def frechet_distance_from_stats(a: GaussianStats, b: GaussianStats, *, unbiased: bool = False) -> Scalar:

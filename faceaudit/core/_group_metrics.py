@@ -28,12 +28,9 @@ import jax.numpy as jnp
 from . import _frechet, _linalg, _mmd, _prdc, _vendi
 
 
-def _fd_from_grams(gxx, gyy, gxy, wx, wy, unbiased: bool, plugin: bool = False):
-    """FD of weighted sets from ``n x n`` Gram matrices (no ``d x d`` work).
-
-    ``plugin=True`` gives the FD of the weighted empirical distributions themselves
-    (covariances normalised by ``sum(w)``, no bias correction).
-    """
+def _fd_both_from_grams(gxx, gyy, gxy, wx, wy, plugin: bool = False):
+    """``(raw FD, bias-corrected FD)`` of weighted sets from ``n x n`` Gram matrices: one
+    singular value problem serves both."""
     w_x, w_y = wx.sum(), wy.sum()
     dof_x, dof_y = (w_x, w_y) if plugin else (w_x - 1.0, w_y - 1.0)
     px, py = wx / w_x, wy / w_y
@@ -44,7 +41,9 @@ def _fd_from_grams(gxx, gyy, gxy, wx, wy, unbiased: bool, plugin: bool = False):
     centred = gxy - a[:, None] - b[None, :] + mxy  # (x_i - mean_x) . (y_j - mean_y)
     cross = jnp.sqrt(wx)[:, None] * centred * jnp.sqrt(wy)[None, :] / jnp.sqrt(dof_x * dof_y)
     r = _linalg.singular_values(cross)
-    return _frechet._assemble(mx2 + my2 - 2.0 * mxy, tr_x, tr_y, r, w_x, w_y, unbiased and not plugin)
+    gap = mx2 + my2 - 2.0 * mxy
+    return (_frechet._assemble(gap, tr_x, tr_y, r, w_x, w_y, False),
+            _frechet._assemble(gap, tr_x, tr_y, r, w_x, w_y, not plugin))
 
 
 def _weighted_stats(x, w, plugin: bool):
@@ -56,27 +55,35 @@ def _weighted_stats(x, w, plugin: bool):
     return _frechet.GaussianStats(w_sum, mean, scatter * scale)
 
 
-def _fd_stats(x, wx, y, wy, unbiased: bool, plugin: bool = False):
+def _fd_both_from_stats(x, wx, y, wy, plugin: bool = False):
     a, b = _weighted_stats(x, wx, plugin), _weighted_stats(y, wy, plugin)
-    return _frechet._fd_from_stats(a, b, unbiased and not plugin)
+    return _frechet._fd_both_from_stats(a, b, not plugin)
+
+
+FD_OUTPUTS = ("fd", "fd_unbiased")
 
 
 @dataclasses.dataclass(frozen=True)
 class FD:
-    """Frechet distance; ``unbiased`` subtracts the first-order finite-sample bias.
+    """Frechet distance, raw (``"fd"``) and with the first-order finite-sample bias removed
+    (``"fd_unbiased"``), from one spectral step.
 
     Groups no larger than ``d`` go through ``n x n`` Gram matrices computed once per group,
     after which a weighting costs an ``n x n`` singular value problem, independent of ``d``.
     """
 
-    unbiased: bool = False
+    which: tuple[str, ...] = ("fd",)
     two_sample: ClassVar[bool] = True
     size_dependent: ClassVar[bool] = False
     jackknife_delete: ClassVar[float] = 0.0
 
+    def __post_init__(self):
+        if not self.which or any(w not in FD_OUTPUTS for w in self.which):
+            raise ValueError(f"FD outputs must be a non-empty subset of {FD_OUTPUTS}, got {self.which}")
+
     @property
     def outputs(self) -> tuple[str, ...]:
-        return ("fd_unbiased",) if self.unbiased else ("fd",)
+        return self.which
 
     def min_rows(self) -> int:
         return 2
@@ -88,8 +95,11 @@ class FD:
 
     def value(self, cache, wx, wy, plugin: bool):
         if cache[0] == "gram":
-            return _fd_from_grams(*cache[1:], wx, wy, self.unbiased, plugin)[None]
-        return _fd_stats(cache[1], wx, cache[2], wy, self.unbiased, plugin)[None]
+            raw, corrected = _fd_both_from_grams(*cache[1:], wx, wy, plugin)
+        else:
+            raw, corrected = _fd_both_from_stats(cache[1], wx, cache[2], wy, plugin)
+        both = {"fd": raw, "fd_unbiased": corrected}
+        return jnp.stack([both[w] for w in self.which])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,8 +258,8 @@ class Mean:
 
 def _by_name() -> dict:
     return {
-        "fd": lambda **o: FD(False),
-        "fd_unbiased": lambda **o: FD(True),
+        "fd": lambda **o: FD(("fd",)),
+        "fd_unbiased": lambda **o: FD(("fd_unbiased",)),
         "mmd2": lambda **o: MMD2("cubic"),
         "cmmd": lambda **o: MMD2("gaussian", float(o.get("bandwidth", 10.0))),
         "vendi": lambda **o: Vendi(float(o.get("q", 1.0))),

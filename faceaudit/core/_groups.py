@@ -21,7 +21,8 @@ subset average each jackknife replicate redraws its subsets from the remaining r
 the same random ranks (common random numbers), and the Monte Carlo variance of the subset
 average, ``s^2 / R``, is added. The bootstrap intervals (basic, percentile, BCa) stay
 available for size-independent metrics; their replicates are recentred on the bootstrap
-world's truth (``plugin``), because FD and MMD estimators are biased or bias-corrected.
+world's truth (``plugin``), because FD and MMD estimators are biased or bias-corrected
+(BCa too: its bias correction is measured against that truth).
 ``experiments/interval_coverage.py`` measures the coverage of each.
 """
 
@@ -40,6 +41,7 @@ from ._typing import PRNGKey
 GROUP_SEPARATOR = " x "
 GROUP_METRICS = _group_metrics.GROUP_METRICS
 MIN_BOOTSTRAP = 20  # fewer replicates cannot place a 95% interval's ends at all
+MAX_BOOTSTRAP = 1_000_000  # every group's replicates are returned: G x B float64
 
 
 class GroupEstimates(NamedTuple):
@@ -162,14 +164,26 @@ def _subset_masks(key, n, size, n_max: int, blocks: int, subsamples: int, delete
     return full, jack, active
 
 
+# Weightings are evaluated in batches whose working set (a few n x n arrays each) stays
+# around this many bytes, so memory does not grow with the number of weightings.
+BATCH_BYTES = 1 << 27
+BOOTSTRAP_CHUNK = 256  # replicates drawn and evaluated at a time
+
+
+def _batch(n_max_x: int, n_max_y: int, d: int) -> int:
+    per = 8 * 4 * max(n_max_x, n_max_y) * max(n_max_x, n_max_y, d)
+    return int(min(64, max(1, BATCH_BYTES // per)))
+
+
 def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, blocks: int, subsamples: int, delete: float):
     n_max_x, n_max_y = xs.shape[1], ys.shape[1]
+    batch = _batch(n_max_x, n_max_y, xs.shape[2])
 
     def one_group(args):
         k, x, n_x, s_x, y, n_y, s_y = args
         mx, my = jnp.arange(n_max_x) < n_x, jnp.arange(n_max_y) < n_y
         cache = metric.prepare(x, y, mx, my)
-        k_x, k_y, k_bx, k_by = jax.random.split(k, 4)
+        k_x, k_y, k_bx = jax.random.split(k, 3)
         full_x, jack_x, _ = _subset_masks(k_x, n_x, s_x, n_max_x, blocks, subsamples, delete)
         if metric.two_sample:
             full_y, jack_y, _ = _subset_masks(k_y, n_y, s_y, n_max_y, blocks, subsamples, delete)
@@ -181,7 +195,7 @@ def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, bloc
         j_y = jack_y.shape[0]
         wx = jnp.concatenate([full_x, jack_x.reshape(-1, n_max_x), jnp.tile(full_x, (j_y, 1))])
         wy = jnp.concatenate([full_y, jnp.tile(full_y, (blocks, 1)), jack_y.reshape(-1, n_max_y)])
-        values = jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (wx, wy), batch_size=16)
+        values = jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (wx, wy), batch_size=batch)
         r = subsamples
         subsets = values[:r]
         jk_x = values[r:r + blocks * r].reshape(blocks, r, -1).mean(axis=1)
@@ -189,10 +203,17 @@ def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, bloc
         estimate = subsets.mean(axis=0)
         if num_bootstrap:
             live_x, live_y = mx.astype(jnp.float64), my.astype(jnp.float64)
-            bx = _resample_weights(k_bx, n_x, n_max_x, num_bootstrap)
-            by = (_resample_weights(k_by, n_y, n_max_y, num_bootstrap) if metric.two_sample
-                  else jnp.broadcast_to(live_y, (num_bootstrap, n_max_y)))
-            boot = jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (bx, by), batch_size=16)
+            chunk = min(num_bootstrap, BOOTSTRAP_CHUNK)
+            chunks = -(-num_bootstrap // chunk)
+
+            def replicates(k):  # draw a chunk of count vectors and evaluate it: memory O(chunk n)
+                kx, ky = jax.random.split(k)
+                bx = _resample_weights(kx, n_x, n_max_x, chunk)
+                by = (_resample_weights(ky, n_y, n_max_y, chunk) if metric.two_sample
+                      else jnp.broadcast_to(live_y, (chunk, n_max_y)))
+                return jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (bx, by), batch_size=batch)
+
+            boot = jax.lax.map(replicates, jax.random.split(k_bx, chunks)).reshape(chunks * chunk, -1)[:num_bootstrap]
             plugin = metric.value(cache, live_x, live_y, True)
         else:
             boot = jnp.zeros((0, estimate.shape[0]))
@@ -301,6 +322,9 @@ def by_group(
             )
         if num_bootstrap < MIN_BOOTSTRAP:
             raise ValueError(f"a {interval} bootstrap interval needs num_bootstrap >= {MIN_BOOTSTRAP}, got {num_bootstrap}")
+        if num_bootstrap > MAX_BOOTSTRAP:
+            raise ValueError(f"num_bootstrap must be at most {MAX_BOOTSTRAP:,} (every group's replicates are kept in "
+                             f"memory), got {num_bootstrap:,}")
     two_sample = metric.two_sample
     min_group_size = max(min_group_size, metric.min_rows())
     x = np.asarray(_validate.features(x, "x"), dtype=np.float64)
@@ -345,7 +369,10 @@ def by_group(
     sx = jnp.asarray([size_x or n for n in counts_x])
     sy = jnp.asarray([size_y or n for n in counts_y]) if two_sample else ny
     num_boot = num_bootstrap if interval in _intervals.BOOTSTRAP_INTERVALS else 0
-    r = subsamples if at_common else 1
+    # Subsets of a group at its own size are the group itself: average over several only
+    # where some group is larger than the common size.
+    larger = at_common and (any(n > size_x for n in counts_x) or (two_sample and any(n > size_y for n in counts_y)))
+    r = subsamples if larger else 1
     estimate, subsets, jk_x, jk_y, boot, plugin = (
         np.asarray(a) for a in _evaluate(key, xs, nx, sx, ys, ny, sy, metric, num_boot, blocks, r, delete)
     )
@@ -357,13 +384,13 @@ def by_group(
     for o, name in enumerate(metric.outputs):
         out[name] = _summarise(
             name, groups, np.asarray(nx), np.asarray(ny), np.asarray(sx), np.asarray(sy) if two_sample else np.zeros(len(groups), np.int64),
-            estimate[:, o], subsets[:, :, o], jk_x[:, :, o], jk_y[:, :, o], boot[:, :, o], recentred[:, :, o], blocks, delete,
+            estimate[:, o], subsets[:, :, o], jk_x[:, :, o], jk_y[:, :, o], recentred[:, :, o], blocks, delete,
             at_common, interval, confidence,
         )
     return out[metric.outputs[0]] if len(out) == 1 else out
 
 
-def _summarise(name, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, boot, recentred, blocks, delete,
+def _summarise(name, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
                at_common, interval, confidence) -> GroupEstimates:
     g_count = len(groups)
     se, df, bias = np.zeros(g_count), np.zeros(g_count), np.full(g_count, np.nan)
@@ -397,7 +424,11 @@ def _summarise(name, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, boot
             jk = [jk_x[g, : min(blocks, int(nx[g]))]]
             if jk_y.shape[1]:
                 jk.append(jk_y[g, : min(blocks, int(ny[g]))])
-            lo, hi = _intervals.bca_interval(jnp.asarray(boot[g]), jnp.asarray(estimate[g]), confidence, *map(jnp.asarray, jk))
+            # On the recentred replicates: BCa's bias correction compares each replicate with
+            # the bootstrap world's truth, which for a U-statistic or a bias-corrected FD is
+            # not the estimate (on the raw replicates 95% intervals of MMD^2 covered 0.24).
+            lo, hi = _intervals.bca_interval(jnp.asarray(recentred[g]), jnp.asarray(estimate[g]), confidence,
+                                             *map(jnp.asarray, jk))
             lows.append(float(lo))
             highs.append(float(hi))
         low, high = np.asarray(lows), np.asarray(highs)
@@ -412,6 +443,17 @@ def _jackknife_bias(shift, delete: float, blocks: int):
     return shift * (1.0 - f) / f
 
 
+def contrast(a: str, value_a, se_a, df_a, b: str, value_b, se_b, df_b, confidence: float = 0.95) -> Contrast:
+    """``a - b`` of two independent estimates with a Welch t interval (infinite ``df``: normal)."""
+    diff = float(value_a - value_b)
+    var = [float(se_a) ** 2, float(se_b) ** 2]
+    se = float(np.sqrt(sum(var)))
+    dofs = [np.inf if not np.isfinite(df) else df for df in (df_a, df_b)]
+    df = float(_intervals.welch_df(var, dofs)) if all(np.isfinite(dofs)) else np.inf
+    low, high = _intervals.t_interval(diff, se, df, confidence)
+    return Contrast(a, b, diff, se, df, float(low), float(high))
+
+
 def group_contrast(estimates: GroupEstimates, a: str, b: str) -> Contrast:
     """``a - b`` with a Welch t interval from the two groups' standard errors.
 
@@ -421,12 +463,8 @@ def group_contrast(estimates: GroupEstimates, a: str, b: str) -> Contrast:
     if a not in estimates.groups or b not in estimates.groups:
         raise ValueError(f"groups {a!r} and {b!r} must both be among {estimates.groups}")
     i, j = estimates.groups.index(a), estimates.groups.index(b)
-    diff = float(estimates.estimate[i] - estimates.estimate[j])
-    var = [estimates.se[i] ** 2, estimates.se[j] ** 2]
-    se = float(np.sqrt(sum(var)))
-    df = float(_intervals.welch_df(var, [estimates.df[i], estimates.df[j]]))
-    low, high = _intervals.t_interval(diff, se, df, estimates.confidence)
-    return Contrast(a, b, diff, se, df, float(low), float(high))
+    return contrast(a, estimates.estimate[i], estimates.se[i], estimates.df[i],
+                    b, estimates.estimate[j], estimates.se[j], estimates.df[j], estimates.confidence)
 
 
 def values_by_group(

@@ -171,10 +171,15 @@ def kinds_verification(dim: int, within, between, pair_weights):
     v_imp = (v_gen + between[:, None] + between[None, :]).ravel()
     half = dim / 2.0
 
+    # The crossing is found on constants: no gradient flows through the bisection, so
+    # autodiff never traces its 64 steps (it would, through v_gen and v_imp, and then
+    # discard the result: that alone took ~60 s to compile inside the NUTS gradient).
+    sg_w, sg_gen, sg_imp = (jax.lax.stop_gradient(a) for a in (log_w, v_gen, v_imp))
+
     def log_ratio(log_t):
         t = jnp.exp(log_t)
-        impostor = jax.scipy.special.logsumexp(log_w - t / (2.0 * v_imp) - half * jnp.log(v_imp))
-        return -t / (2.0 * v_gen) - half * jnp.log(v_gen) - impostor
+        impostor = jax.scipy.special.logsumexp(sg_w - t / (2.0 * sg_imp) - half * jnp.log(sg_imp))
+        return -t / (2.0 * sg_gen) - half * jnp.log(sg_gen) - impostor
 
     def bisect(bracket, _):
         lo, hi = bracket
@@ -182,13 +187,32 @@ def kinds_verification(dim: int, within, between, pair_weights):
         above = log_ratio(mid) > 0  # genuine still denser: the crossing lies to the right
         return (jnp.where(above, mid, lo), jnp.where(above, hi, mid)), None
 
-    scale = jax.lax.stop_gradient(jnp.log(dim * v_gen))
-    bracket = (scale - 12.0, jax.lax.stop_gradient(jnp.log(dim * jnp.max(v_imp))) + 12.0)
+    bracket = (jnp.log(dim * sg_gen) - 12.0, jnp.log(dim * jnp.max(sg_imp)) + 12.0)
     (lo, hi), _ = jax.lax.scan(bisect, bracket, None, length=64)
-    t = jax.lax.stop_gradient(jnp.exp(0.5 * (lo + hi)))
-    genuine = gammainc(half, t / (2.0 * v_gen))
-    impostor = jnp.sum(jnp.exp(log_w) * gammainc(half, t / (2.0 * v_imp)))
+    t = jnp.exp(0.5 * (lo + hi))
+    genuine = chi2_cdf_closed(dim, t / v_gen)
+    impostor = jnp.sum(jnp.exp(log_w) * chi2_cdf_closed(dim, t / v_imp))
     return 0.5 * (genuine + 1.0 - impostor), t
+
+
+def chi2_cdf_closed(dim: int, x):
+    """``P(chi2_dim <= x)`` as a finite sum (``dim`` a static integer).
+
+    With ``a = dim / 2`` and ``y = x / 2``: for even ``dim``, ``P = 1 - e^{-y} sum_{k<a}
+    y^k / k!``; for odd ``dim``, ``P = erf(sqrt y) - e^{-y} sum_{k < a - 1/2}
+    y^{k + 1/2} / Gamma(k + 3/2)``. Absolute error ~1e-15, and far cheaper to compile and
+    differentiate than the general ``gammainc`` (the selection fit evaluates it inside
+    every NUTS gradient: this cut the fit's compile time from ~55 s to a few).
+    """
+    y = jnp.clip(jnp.asarray(x, jnp.float64), 0.0) / 2.0
+    safe = jnp.where(y > 0, y, 1.0)
+    if dim % 2 == 0:
+        k = jnp.arange(dim // 2, dtype=jnp.float64)
+        terms = jnp.exp(k * jnp.log(safe)[..., None] - safe[..., None] - gammaln(k + 1.0))
+        return jnp.where(y > 0, 1.0 - jnp.sum(terms, axis=-1), 0.0)
+    k = jnp.arange((dim - 1) // 2, dtype=jnp.float64)
+    terms = jnp.exp((k + 0.5) * jnp.log(safe)[..., None] - safe[..., None] - gammaln(k + 1.5))
+    return jnp.where(y > 0, jax.scipy.special.erf(jnp.sqrt(safe)) - jnp.sum(terms, axis=-1), 0.0)
 
 
 @jax.jit

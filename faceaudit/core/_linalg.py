@@ -66,7 +66,18 @@ def _dispatch(host_fn, xla_fn, out_shape, *args, size: int | None = None):
         # axes), and numpy's LAPACK wrappers loop over it without re-entering Python.
         return jax.pure_callback(host_fn, out_shape, *a, vmap_method="expand_dims")
 
-    return jax.lax.platform_dependent(*args, cpu=on_cpu, default=xla_fn)
+    @jax.custom_jvp
+    def kernel(*a):
+        return jax.lax.platform_dependent(*a, cpu=on_cpu, default=xla_fn)
+
+    @kernel.defjvp
+    def _differentiated(primals, tangents):
+        # A host callback has no derivative: differentiation goes through the portable XLA
+        # kernel, whose decompositions carry JAX's own JVP rules (so jax.grad of the public
+        # metrics works on every platform).
+        return jax.jvp(xla_fn, primals, tangents)
+
+    return kernel(*args)
 
 
 # --- X^T X -----------------------------------------------------------------------------
@@ -212,12 +223,20 @@ def _host_eigvalsh(a):
 
 
 def _host_eigh(a):
+    # numpy's gufunc loops over a batch in C (the analytical model's planner calls this on
+    # posterior draws x groups at every step: half the time of a Python loop over scipy).
     a = np.asarray(a)
-    flat = a.reshape(-1, *a.shape[-2:])
-    pairs = [scipy.linalg.eigh(m, driver="evr", check_finite=False) for m in flat]
-    values = np.stack([p[0] for p in pairs]).reshape(a.shape[:-1])
-    vectors = np.stack([p[1] for p in pairs]).reshape(a.shape)
-    return values, vectors
+    try:
+        return np.linalg.eigh(a)
+    except np.linalg.LinAlgError:
+        # A matrix with NaN (a sampler's proposal far out) has no eigensystem: NaN for it,
+        # so the proposal is rejected, instead of an exception that ends the whole fit.
+        flat = a.reshape(-1, *a.shape[-2:])
+        values, vectors = np.full(flat.shape[:-1], np.nan), np.full(flat.shape, np.nan)
+        for i, m in enumerate(flat):
+            if np.isfinite(m).all():
+                values[i], vectors[i] = np.linalg.eigh(m)
+        return values.reshape(a.shape[:-1]), vectors.reshape(a.shape)
 
 
 @jax.custom_jvp

@@ -247,12 +247,15 @@ def kid(
     *,
     key: PRNGKey,
     num_subsets: int = 100,
-    subset_size: int = 1000,
+    subset_size: int | None = None,
 ) -> KIDResult:
     """Kernel Inception Distance: unbiased cubic-kernel MMD^2 averaged over subsets.
 
     Each subset draws ``subset_size`` rows of ``x`` and of ``y`` without replacement,
-    independently, from ``key`` (the peers draw from numpy's global RNG).
+    independently, from ``key`` (the peers draw from numpy's global RNG). The default
+    subset size is the peers' 1,000, or the smaller set's size when a set is smaller (then
+    ``std`` is the spread of near-identical subsets and says little; prefer ``mmd2``, the
+    all-pairs estimate of the same quantity, for small sets).
 
     Raises:
         ValueError: ``subset_size`` larger than either set, or below 2.
@@ -265,8 +268,9 @@ def kid(
     y = _validate.features(y, "y", as_jax=False)
     _validate.same_dim(x, y, ("x", "y"))
     num_subsets = _validate.positive_int(num_subsets, "num_subsets")
-    subset_size = _validate.positive_int(subset_size, "subset_size", minimum=2)
     n_min = min(x.shape[0], y.shape[0])
+    subset_size = min(1000, n_min) if subset_size is None else subset_size
+    subset_size = _validate.positive_int(subset_size, "subset_size", minimum=2)
     if subset_size > n_min:
         raise ValueError(
             f"subset_size={subset_size} is larger than the smaller set ({n_min} rows); "

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _linalg, _validate
-from ._typing import Features, Scalar
+from ._typing import Array, Features, Scalar
 
 DEFAULT_BLOCK = 512
 
@@ -59,15 +59,14 @@ class Membership(NamedTuple):
         real_recalled: ``(n,)`` bool: the real point lies in some generated point's ball (recall).
     """
 
-    fake_in_real: np.ndarray
-    real_covered: np.ndarray
-    real_recalled: np.ndarray
+    fake_in_real: Array
+    real_covered: Array
+    real_recalled: Array
 
     def summary(self, k: int) -> PRDC:
         m = self.fake_in_real.shape[0]
-        return PRDC(*(jnp.asarray(v) for v in (
-            float(np.mean(self.fake_in_real > 0)), float(np.mean(self.real_recalled)),
-            float(self.fake_in_real.sum() / (k * m)), float(np.mean(self.real_covered)))))
+        return PRDC(jnp.mean(self.fake_in_real > 0, dtype=jnp.float64), jnp.mean(self.real_recalled, dtype=jnp.float64),
+                    jnp.sum(self.fake_in_real) / (k * m), jnp.mean(self.real_covered, dtype=jnp.float64))
 
 
 def _sq_dist(a, sq_a, b, sq_b):
@@ -451,7 +450,7 @@ def knn_membership(real: Features, fake: Features, *, k: int = 5, block_size: in
     block = min(_validate.positive_int(block_size, "block_size"), max(real.shape[0], fake.shape[0]))
     if _linalg.host_eager(real, fake):
         return _host_membership(real, fake, k, block)
-    return Membership(*(np.asarray(a) for a in _prdc(jnp.asarray(real), jnp.asarray(fake), k, block)))
+    return Membership(*_prdc(jnp.asarray(real), jnp.asarray(fake), k, block))
 
 
 def prdc(real: Features, fake: Features, *, k: int = 5, block_size: int = DEFAULT_BLOCK) -> PRDC:

@@ -62,7 +62,10 @@ def test_wrong_rank():
 
 def test_kid_subset_larger_than_set():
     with pytest.raises(ValueError, match="subset_size=1000 is larger than the smaller set"):
-        fc.kid(GOOD, GOOD, key=jax.random.key(0))
+        fc.kid(GOOD, GOOD, key=jax.random.key(0), subset_size=1000)
+    # The default subset size follows the sets: the whole of the smaller set here.
+    whole = fc.kid(GOOD, GOOD[::-1] + 0.5, key=jax.random.key(0), num_subsets=3)
+    assert float(whole.mean) == pytest.approx(float(fc.mmd2(GOOD, GOOD[::-1] + 0.5)), rel=1e-12)
 
 
 def test_kid_needs_a_jax_key():

@@ -66,8 +66,8 @@ def test_weighted_fd_equals_fd_of_repeated_rows(rng):
 
     x, y = rng.normal(size=(12, 20)), rng.normal(size=(9, 20))
     wx, wy = rng.integers(0, 3, 12).astype(float), rng.integers(1, 3, 9).astype(float)
-    got = _group_metrics._fd_from_grams(jnp.asarray(x @ x.T), jnp.asarray(y @ y.T), jnp.asarray(x @ y.T),
-                                        jnp.asarray(wx), jnp.asarray(wy), False)
+    got = _group_metrics._fd_both_from_grams(jnp.asarray(x @ x.T), jnp.asarray(y @ y.T), jnp.asarray(x @ y.T),
+                                             jnp.asarray(wx), jnp.asarray(wy))[0]
     want = ref.frechet_distance_mpmath(np.repeat(x, wx.astype(int), 0), np.repeat(y, wy.astype(int), 0))
     assert float(got) == pytest.approx(want, rel=FLOAT64_REFERENCE)
 
@@ -134,7 +134,9 @@ def test_multi_output_prdc_and_metric_objects(audit, key):
     assert set(all_four) == {"precision", "recall", "density", "coverage"}
     alone = fc.by_group("recall", real, real_lab, fake, fake_lab, key=key, k=3)
     np.testing.assert_array_equal(all_four["recall"].estimate, alone.estimate)
-    assert fc.metrics.FD(True) == fc.metrics.FD(unbiased=True) and fc.metrics.FD(True) != fc.metrics.MMD2()
+    assert fc.metrics.FD(("fd",)) == fc.metrics.FD(which=("fd",)) and fc.metrics.FD() != fc.metrics.MMD2()
+    both = fc.by_group(fc.metrics.FD(("fd", "fd_unbiased")), real, real_lab, fake, fake_lab, key=key)
+    np.testing.assert_array_equal(both["fd_unbiased"].estimate, fc.by_group("fd_unbiased", real, real_lab, fake, fake_lab, key=key).estimate)
     with pytest.raises(ValueError, match="unknown metric option"):
         fc.by_group("fd", real, real_lab, fake, fake_lab, key=key, bandwith=3)
 
@@ -189,7 +191,8 @@ def _pair(rng, n, d, shift):
 
 
 @pytest.mark.parametrize("metric, interval", [("mmd2", "jackknife"), ("fd_unbiased", "jackknife"),
-                                              ("fd_unbiased", "basic"), ("fd_unbiased", "percentile")])
+                                              ("fd_unbiased", "basic"), ("fd_unbiased", "percentile"),
+                                              ("mmd2", "bca"), ("fd_unbiased", "bca")])
 def test_intervals_cover_the_closed_form_truth(rng, metric, interval):
     """d = 8, n = 150 (n >> d: the bias correction is in range); truth from closed forms."""
     d, n = 8, 150

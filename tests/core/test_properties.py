@@ -56,10 +56,12 @@ NOT_METRICS = {
     "pair_scores", "roc_auc", "equal_error_rate", "tar_at_far", "verification_accuracy",
     "verification_summary", "xla_only",
     # intervals, contrasts and estimands, tested in test_groups.py and test_estimands.py
-    "basic_interval", "jackknife_variance", "t_interval", "wilson_interval", "group_contrast",
+    "basic_interval", "jackknife_variance", "t_interval", "wilson_interval", "group_contrast", "contrast",
     "gaussian_mmd2", "audit_space", "audit_dimension", "identity_spreads",
     # per-sample PRDC (test_reference.py) and the cluster bootstrap (test_verification.py)
     "knn_membership", "clustered_accuracy",
+    # pixel distances of an edit pair (test_reference.py, against torch's losses)
+    "pixel_distances",
     # the analytical selection model, checked against Monte Carlo in test_selection.py
     "transfer_kernel", "mixing", "fit_generator", "noise_free_generator", "sample_training_stats",
     "bures_squared", "gaussian_frechet", "expected_fd", "measured_fd_bias", "ncx2_cdf",

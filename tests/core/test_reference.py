@@ -239,7 +239,11 @@ def test_cosine_metrics_against_numpy(rng):
 
     np.testing.assert_allclose(fc.clip_score(a, b), cos(a, b), rtol=EXACT_ALGEBRA)
     np.testing.assert_allclose(fc.clip_score(a, b, scale=100, clip_negative=True), 100 * np.maximum(cos(a, b), 0), rtol=EXACT_ALGEBRA)
-    np.testing.assert_allclose(fc.directional_similarity(a, b, c, e), cos(b - a, e - c), rtol=EXACT_ALGEBRA)
+    def unit(u):
+        return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+    np.testing.assert_allclose(fc.directional_similarity(a, b, c, e), cos(unit(b) - unit(a), unit(e) - unit(c)),
+                               rtol=EXACT_ALGEBRA)
     np.testing.assert_allclose(fc.image_similarity(a, c), cos(a, c), rtol=EXACT_ALGEBRA)
 
 
@@ -329,3 +333,36 @@ def test_knn_membership_is_the_per_sample_prdc(rng):
     np.testing.assert_array_equal(got.fake_in_real, want["fake_in_real"])
     summary = fc.prdc(real, fake, k=5)
     assert float(summary.density) == pytest.approx(want["fake_in_real"].sum() / (5 * 130))
+
+
+def test_directional_similarity_is_the_studys_definition(rng):
+    """The study's ClipSimilarity (after InstructPix2Pix): each feature normalised, then
+    F.cosine_similarity(I1 - I0, T1 - T0), written here in torch."""
+    import torch
+    import torch.nn.functional as F
+
+    i0, i1, t0, t1 = (rng.normal(size=(20, 16)) * rng.uniform(0.5, 3.0, size=(20, 1)) + 0.3 for _ in range(4))
+
+    def unit(a):
+        a = torch.as_tensor(a)
+        return a / a.norm(dim=1, keepdim=True)
+
+    want = F.cosine_similarity(unit(i1) - unit(i0), unit(t1) - unit(t0)).numpy()
+    got = fc.directional_similarity(i0, i1, t0, t1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=FLOAT64_REFERENCE)
+    # The raw-vector difference is a different number on features of unequal length.
+    raw = F.cosine_similarity(torch.as_tensor(i1 - i0), torch.as_tensor(t1 - t0)).numpy()
+    assert np.max(np.abs(raw - want)) > 0.05
+    np.testing.assert_allclose(np.asarray(fc.image_similarity(i0, i1)), F.cosine_similarity(torch.as_tensor(i0), torch.as_tensor(i1)).numpy(),
+                               rtol=FLOAT64_REFERENCE)
+
+
+def test_pixel_distances_are_magicbrushs_l1_and_mse(rng):
+    import torch
+
+    a, b = rng.random((3, 24, 24)), rng.random((3, 24, 24))
+    l1, l2 = fc.pixel_distances(a, b)
+    assert float(l1) == pytest.approx(torch.nn.L1Loss()(torch.as_tensor(a), torch.as_tensor(b)).item(), rel=EXACT_ALGEBRA)
+    assert float(l2) == pytest.approx(torch.nn.MSELoss()(torch.as_tensor(a), torch.as_tensor(b)).item(), rel=EXACT_ALGEBRA)
+    with pytest.raises(ValueError, match="one shape"):
+        fc.pixel_distances(a, b[:, :5])
