@@ -12,8 +12,9 @@ from pathlib import Path
 
 import arviz as az
 
-from faceaudit import disparity, survey
-from faceaudit.io import atomic_write_text
+from faceaudit.files import survey
+from faceaudit.tables import disparity
+from faceaudit.files.io import atomic_write_text
 
 SURVEY = Path(__file__).resolve().parents[2] / "shared/data/limitations-survey/survey_metrics_SDv2.1_Celeb_demog_df.csv"
 
@@ -43,7 +44,7 @@ def main(argv=None):
         idata = disparity.fit(data)
         seconds = time.perf_counter() - t0
         ess = az.ess(idata, var_names=["cell_mean"])["cell_mean"].values
-        diag = disparity.diagnostics(idata, warn=False)
+        diag = disparity.diagnostics(idata, ["cell_mean"])
         case = {
             "outcome": outcome, "kind": kind, "group": list(group), "rows": len(tidy), "items": int(tidy["item"].nunique()),
             "chains": args.chains, "draws_per_chain": args.samples, "warmup": args.warmup,

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.linalg
 
 import faceaudit.core as fc
-from faceaudit.io import atomic_write_text
+from faceaudit.files.io import atomic_write_text
 
 
 # --- measurement helpers ---------------------------------------------------------------

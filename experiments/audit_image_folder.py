@@ -7,8 +7,9 @@ The manifest (CSV/Parquet) names each image's ``path`` (relative to DIR), ``role
 ``--demo N`` builds such a folder from real faces that ship with scikit-image (LFW subset,
 upscaled to 128 px): the first half as reference, the second as "generated", with
 placeholder labels ``race = half-A / half-B`` that exercise the pipeline and mean nothing.
-Encoders: open_clip ViT-B-32 (``--pretrained`` tag or checkpoint path; random weights by
-default, offline) and dlib.
+Encoders: open_clip ViT-B-32 with its pretrained weights (``--clip ViT-B-32:TAG_OR_PATH``;
+``--clip ViT-B-32:random`` runs offline with untrained weights, and the report says so)
+and dlib.
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     images, manifest = (Path(args.images), Path(args.manifest)) if args.images else demo_folder(out / "demo-images", args.demo)
     command = [sys.executable, "-m", "faceaudit", "audit", "--images", str(images), "--manifest", str(manifest),
-               "--out", str(out / "audit"), "--bootstrap", str(args.bootstrap), "--draws", str(args.draws)]
+               "--out", str(out / "audit"), "--clip", args.clip, "--draws", str(args.draws)]
     result = subprocess.run(command, text=True)
     if result.returncode:
         raise SystemExit(result.returncode)
     metrics = pd.read_parquet(out / "audit" / "metrics.parquet")
     summary = {m: metrics[metrics.metric == m][["group", "value", "low", "high"]].to_dict(orient="records")
-               for m in ("fd_unbiased", "face_not_found", "vendi")}
+               for m in ("mmd2", "fd_audit", "face_not_found", "vendi")}
     (out / "audit_image_folder.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -62,7 +63,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--manifest")
     p.add_argument("--demo", type=int, default=120, help="faces in the demo folder (without --images)")
     p.add_argument("--out", default="experiments/out/folder")
-    p.add_argument("--bootstrap", type=int, default=50)
+    p.add_argument("--clip", default="ViT-B-32", help="open_clip ARCHITECTURE[:PRETRAINED]")
     p.add_argument("--draws", type=int, default=150)
     return p.parse_args(argv)
 

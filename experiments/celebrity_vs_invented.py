@@ -22,9 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from faceaudit import core  # noqa: E402
-from faceaudit.io import atomic_write_text  # noqa: E402
-from faceaudit.simulate import SimulationConfig, simulate  # noqa: E402
-from faceaudit.store import EmbeddingStore, read_manifest  # noqa: E402
+from faceaudit.files.io import atomic_write_text  # noqa: E402
+from faceaudit.stages.simulate import SimulationConfig, draw_audit  # noqa: E402
 
 
 def measured_accuracy(x, identity, key):
@@ -35,12 +34,10 @@ def measured_accuracy(x, identity, key):
 
 def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    world_dir = out / "celebrity_world"
     config = SimulationConfig(invented_identities=args.identities, celebrity_identities=args.identities,
                               seeds_per_identity=args.seeds, group_images=20, reference_per_group=20)
-    truth = simulate(world_dir, seed=args.seed, config=config)
-    manifest, _ = read_manifest(world_dir / "manifest.parquet")
-    x = np.asarray(EmbeddingStore(world_dir, "simulated", "none").load(manifest["image_id"])["embedding"].values, float)
+    audit = draw_audit(config, args.seed)
+    truth, manifest, x = audit.truth, audit.manifest, audit.embeddings.astype(np.float64)
     results = {}
     key = jax.random.key(args.seed)
     for group in truth["groups"]:

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS, Predictive
 
-from faceaudit.io import atomic_write_text
+from faceaudit.files.io import atomic_write_text
 from faceaudit.models.disparity import Design, binary_model
 
 

@@ -31,9 +31,9 @@ from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer import MCMC, Predictive
 
 from faceaudit import core
-from faceaudit.io import atomic_write_bytes, atomic_write_text
+from faceaudit.files.io import atomic_write_bytes, atomic_write_text
 from faceaudit.models.selection import SelectionDesign, VerificationDesign, selection_kernel, selection_model
-from faceaudit.simulate import SimulationConfig, draw_world
+from faceaudit.stages.simulate import SimulationConfig, draw_world
 
 FAMILIES = ("shares", "transfer", "log_shrinkage", "diversity", "shift")
 RANK_DRAWS = 99  # thinned posterior draws per rank: ranks take 100 values
@@ -126,7 +126,7 @@ def calibrate(fits: int, level: float = 0.9, seed: int = 0, samples: int = 300, 
         design = calibration_design(seed, dim)
         prior = Predictive(selection_model, num_samples=fits)(jax.random.key(seed), design)
         # One MCMC object with traced arguments compiles once for all fits.
-        mcmc = MCMC(selection_kernel(), num_warmup=warmup, num_samples=samples,
+        mcmc = MCMC(selection_kernel(design), num_warmup=warmup, num_samples=samples,
                     num_chains=2, chain_method="vectorized", progress_bar=False, jit_model_args=True)
     for i in range(fits):
         if i not in done:

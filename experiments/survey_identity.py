@@ -19,8 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from faceaudit import disparity, survey  # noqa: E402
-from faceaudit.io import atomic_write_text  # noqa: E402
+from faceaudit.files import survey
+from faceaudit.tables import disparity  # noqa: E402
+from faceaudit.files.io import atomic_write_text  # noqa: E402
 
 DEFAULT_SURVEY = Path(__file__).resolve().parents[2] / "shared/data/limitations-survey/survey_metrics_SDv2.1_Celeb_demog_df.csv"
 
@@ -40,7 +41,7 @@ def main(args: argparse.Namespace) -> dict:
         data = disparity.PreparedData(tidy, spec, source=str(args.survey))
         idata = disparity.fit(data)
         summary = disparity.summarise(idata, data)
-        summary["diagnostics"] = disparity.diagnostics(idata, warn=False)
+        summary["diagnostics"] = disparity.diagnostics(idata, ["cell_mean"])
         results["bayes"][factor] = summary
         names = [g["group"] for g in summary["groups"]]
         means = [g["mean"] for g in summary["groups"]]

@@ -29,6 +29,7 @@ magnitudes are inferred.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -37,6 +38,9 @@ import numpyro
 import numpyro.distributions as dist
 
 from faceaudit import core
+
+# Dirichlet concentration of the effective shares' prior (see the module docstring).
+SHARE_CONCENTRATION = 1.0
 
 
 class VerificationDesign(NamedTuple):
@@ -62,21 +66,42 @@ class SelectionDesign(NamedTuple):
     target_roots: jax.Array  # (G, d, d) S_g^{1/2}, computed once (core.target_roots)
     shift_scale: float = 0.3
     verification: VerificationDesign | None = None
+    share_concentration: float = SHARE_CONCENTRATION
 
 
 def expected_same_group_verification(v: VerificationDesign, shrink, diversity):
     """``(J, G)`` same-group accuracies from shrinkage weights ``(J, G)`` and ``gamma`` ``(J,)``."""
+    return _verification(v.dim, jnp.asarray(v.within), v.between, v.pair_weights, shrink, diversity)
 
-    def one(w, gamma, between, weights):
+
+# The model's two heavy parts are compiled functions: numpyro evaluates a model eagerly
+# while it initialises a sampler (tracing it, drawing the initial point, checking its
+# gradient), and op-by-op evaluation of these closed forms meant ~560 separate small XLA
+# compilations (~60 s). Inside the sampler's own trace they are inlined.
+@functools.partial(jax.jit, static_argnums=0)
+def _verification(dim: int, within, between, pair_weights, shrink, diversity):
+    def one(w, gamma, between_g, weights):
         g2 = gamma**2
-        kinds = g2 * between * jnp.stack([(1.0 - w) ** 2, jnp.ones_like(w)])
-        return core.kinds_verification(v.dim, g2 * v.within, kinds, weights)[0]
+        kinds = g2 * between_g * jnp.stack([(1.0 - w) ** 2, jnp.ones_like(w)])
+        return core.kinds_verification(dim, g2 * within, kinds, weights)[0]
 
     per_group = jax.vmap(one, in_axes=(0, None, 0, 0))
-    return jax.vmap(per_group, in_axes=(0, 0, None, 0))(shrink, diversity, v.between, v.pair_weights)
+    return jax.vmap(per_group, in_axes=(0, 0, None, 0))(shrink, diversity, between, pair_weights)
 
 
-def selection_kernel():
+@jax.jit
+def _expected_fd(means, covs, roots, shifts, shares, diversity, training_size, transfer, length_scale, shrinkage):
+    """``(J, G)`` expected FD and shrinkage weights, one row per generator."""
+    world = core.TargetWorld(means, covs, shifts)
+
+    def one(pi, gamma):
+        mix = core.TrainingMix(pi, training_size, transfer, length_scale, shrinkage, gamma)
+        return core.expected_fd(world, mix, roots).total, core.mixing(world, mix).shrink
+
+    return jax.vmap(one)(shares, diversity)
+
+
+def selection_kernel(design: SelectionDesign):
     """The NUTS kernel every selection fit uses.
 
     Chains start at the prior median (uniform shares, shift magnitudes ~0.2), not numpyro's
@@ -88,28 +113,41 @@ def selection_kernel():
     (``experiments/selection_calibration.py``) nominal 90% intervals covered the truth at
     0.81 with the default start and at 0.88 (MC SE 0.017, 30 fits) from the prior median.
     """
-    from numpyro.infer import NUTS, init_to_median
+    from numpyro.infer import NUTS, init_to_value
 
-    return NUTS(selection_model, target_accept_prob=0.9, init_strategy=init_to_median)
+    return NUTS(selection_model, target_accept_prob=0.9, init_strategy=init_to_value(values=prior_medians(design)))
+
+
+def prior_medians(design: SelectionDesign) -> dict:
+    """The prior's centre, in closed form: uniform shares, the other sites' medians.
+    (``init_to_median`` would estimate the same by drawing from the prior, which compiles
+    numpyro's Dirichlet and gamma samplers for each shape: ~20 s for nothing.)"""
+    from scipy import stats
+
+    n_gen, n_groups = design.fd_se.shape
+    return {
+        "shares": jnp.full((n_gen, n_groups), 1.0 / n_groups),
+        "diversity": jnp.full(n_gen, stats.beta(18.0, 2.0).median()),
+        "transfer": jnp.asarray(stats.beta(1.5, 3.0).median()),
+        "log_shrinkage": jnp.log(design.training_size / n_groups),
+        "shift": jnp.full(n_groups, design.shift_scale * stats.halfnorm.median()),
+    }
 
 
 def selection_model(design: SelectionDesign, fd=None, verification=None):
     n_gen, n_groups = design.fd_se.shape
     with numpyro.plate("generator", n_gen):
-        shares = numpyro.sample("shares", dist.Dirichlet(jnp.ones(n_groups)))
+        shares = numpyro.sample("shares", dist.Dirichlet(jnp.full(n_groups, design.share_concentration)))
         diversity = numpyro.sample("diversity", dist.Beta(18.0, 2.0))
     transfer = numpyro.sample("transfer", dist.Beta(1.5, 3.0))
     log_shrinkage = numpyro.sample("log_shrinkage", dist.Normal(jnp.log(design.training_size / n_groups), 1.0))
     shrinkage = numpyro.deterministic("shrinkage", jnp.exp(log_shrinkage))
     with numpyro.plate("group", n_groups):
         shift = numpyro.sample("shift", dist.HalfNormal(design.shift_scale))
-    world = core.TargetWorld(design.target_means, design.target_covs, shift[:, None] * design.shift_directions)
-
-    def expected(pi, gamma):
-        mix = core.TrainingMix(pi, design.training_size, transfer, design.length_scale, shrinkage, gamma)
-        return core.expected_fd(world, mix, design.target_roots).total, core.mixing(world, mix).shrink
-
-    fd_mean, shrink = jax.vmap(expected)(shares, diversity)
+    fd_mean, shrink = _expected_fd(design.target_means, design.target_covs, design.target_roots,
+                                   shift[:, None] * design.shift_directions, shares, diversity,
+                                   jnp.asarray(design.training_size, jnp.float64), transfer,
+                                   jnp.asarray(design.length_scale, jnp.float64), shrinkage)
     numpyro.deterministic("fd_expected", fd_mean)
     numpyro.sample("fd", dist.Normal(fd_mean, design.fd_se).to_event(2), obs=fd)
     v = design.verification

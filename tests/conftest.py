@@ -1,10 +1,19 @@
 """Strict, CPU-first test configuration (see STYLE.md)."""
 
 import os
+import tempfile
 
-# Pin JAX to the CPU before anything imports it; tests never use an accelerator.
+# Pin JAX to the CPU before anything imports it; tests never use an accelerator. One
+# persistent compilation cache for the whole run, shared with the CLI subprocesses the
+# tests start (they inherit the environment), so a function compiled once is not compiled
+# again in the next process; and one CPU device per core, as the CLI has.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FACEAUDIT_JAX_CACHE", os.path.join(tempfile.gettempdir(), "faceaudit-test-jax-cache"))
+
+from faceaudit import runtime  # noqa: E402  (no jax imported yet)
+
+runtime.configure()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -20,7 +20,10 @@ def test_help_tells_the_story():
     for word in ("metrics", "demo", "faces", "groups"):
         assert word in result.output
     sub = runner.invoke(app, ["metrics", "--help"])
-    assert sub.exit_code == 0 and "--groups-real" in sub.output and "bias-corrected" in sub.output
+    assert sub.exit_code == 0 and "--groups-real" in sub.output and "interval" in sub.output
+    # Help text is printed verbatim: bracketed words survive (no markup parsing).
+    audit = runner.invoke(app, ["audit", "--help"])
+    assert "[simulate]" in audit.output and "--dry-run" in audit.output
 
 
 @pytest.fixture
@@ -44,18 +47,21 @@ def test_metrics_writes_overall_and_per_group_json(files):
         [
             "metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"),
             "--groups-real", str(tmp / "real.txt"), "--groups-fake", str(tmp / "fake_groups.npy"),
-            "--metrics", "fd,fd_unbiased,precision,vendi", "--bootstrap", "50", "--seed", "3", "--json", str(out),
+            "--metrics", "mmd2,fd,fd_unbiased,precision,vendi", "--seed", "3", "--json", str(out),
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
-    assert report["overall"]["fd"] == pytest.approx(float(fc.frechet_distance(real, fake)), rel=1e-12)
-    assert report["overall"]["precision"] == pytest.approx(float(fc.prdc(real, fake).precision))
-    rows = {r["group"]: r for r in report["groups"]["fd_unbiased"]}
-    assert set(rows) == {"a", "b"}
-    assert rows["a"]["value"] == pytest.approx(float(fc.frechet_distance(real[lr == "a"], fake[lf == "a"], unbiased=True)), rel=1e-10)
-    assert rows["a"]["low"] < rows["a"]["high"] and rows["a"]["n_real"] == 60 and rows["a"]["n_fake"] == 50
-    assert "fd_unbiased" in result.output and "a" in result.output
+    rows = {(r["group"], r["metric"]): r for r in json.loads(out.read_text())["rows"]}
+    assert rows[("all", "fd")]["value"] == pytest.approx(float(fc.frechet_distance(real, fake)), rel=1e-12)
+    assert rows[("all", "mmd2")]["value"] == pytest.approx(float(fc.mmd2(real, fake)), rel=1e-10)
+    a = rows[("a", "fd_unbiased")]
+    assert a["value"] == pytest.approx(float(fc.frechet_distance(real[lr == "a"], fake[lf == "a"], unbiased=True)), rel=1e-10)
+    assert a["low"] < a["value"] < a["high"] and a["n_reference"] == 60 and a["n_generated"] == 50
+    assert a["estimand"] and a["interval"] == "jackknife"
+    # Size-dependent metrics are compared at the smallest group's sizes (here 60 / 50).
+    assert rows[("a", "precision")]["size_generated"] == 50 and rows[("b", "vendi")]["size_generated"] == 50
+    assert "biased" in rows[("a", "fd")]["warning"]
+    assert "mmd2" in result.output and "interval of" in result.output
 
 
 @pytest.mark.parametrize(
@@ -83,14 +89,16 @@ def test_unknown_metric_is_refused(files):
     tmp = files[0]
     result = runner.invoke(app, ["metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"), "--metrics", "fid"])
     assert result.exit_code == 2 and "unknown metric(s) ['fid']" in result.output
+    result = runner.invoke(app, ["metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"), "--interval", "basic"])
+    assert result.exit_code == 2 and "needs at least 20 replicates" in result.output
 
 
 def test_demo_finds_the_least_trained_groups(tmp_path):
     out = tmp_path / "demo.json"
-    result = runner.invoke(app, ["demo", "--per-group", "120", "--bootstrap", "20", "--json", str(out)])
+    result = runner.invoke(app, ["demo", "--per-group", "150", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
-    fd = {r["group"]: r["value"] for r in report["groups"]["fd_unbiased"]}
-    # The simulated generator saw White faces 7-12x more often than the others.
-    assert max(fd["White man"], fd["White woman"]) < min(v for g, v in fd.items() if not g.startswith("White"))
+    rows = json.loads(out.read_text())["rows"]
+    kid = {r["group"]: r["value"] for r in rows if r["metric"] == "mmd2" and r["group"] != "all"}
+    # The simulated generator saw White faces 6-15x more often than the others.
+    assert max(kid["White x man"], kid["White x woman"]) < min(v for g, v in kid.items() if not g.startswith("White"))
     assert "worst-served group" in result.output

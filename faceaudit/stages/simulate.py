@@ -1,11 +1,15 @@
-"""A whole synthetic world drawn from the analytical model, written as the real pipeline's files.
+"""The simulate stage: a whole synthetic world drawn from the analytical model, written as
+the real pipeline's files.
 
 ``faceaudit simulate --out DIR --seed S [--config FILE]`` draws groups, identities, a
 training set with shares ``pi``, the generator fitted to it (transfer, shrinkage, identity
 collapse, diversity loss), and generated and real reference embeddings with group labels,
-then writes what ``generate`` + ``embed`` would write (``manifest.parquet`` and the
-embedding store under encoder id ``simulated``) plus the truth: ``truth.json`` (per-group
-shares, expected and realised FD, verification accuracy) and ``world.npz`` (the arrays).
+then writes what ``generate`` + ``embed`` would write (``manifest.parquet``, the embedding
+store under encoder id ``simulated`` and ``embeddings/index.json``) and what a real audit
+with identity-labelled reference photos would measure: ``identity_spreads.json``, estimated
+from a labelled sample of real identities. The answer key, ``truth.json`` (per-group shares,
+expected and realised FD, verification accuracy) and ``world.npz`` (the arrays), is for
+tests and experiments: no inference reads it.
 
 Structure of the world (``design/analytical-model.md``; isotropic identity model so the
 verification closed form applies): ``mu_g = race effect + gender effect``, real images
@@ -32,12 +36,18 @@ import numpy as np
 import pandas as pd
 
 from faceaudit import core
-from faceaudit.io import atomic_write_bytes, atomic_write_text
-from faceaudit.prompts import invented_names, render
-from faceaudit.store import EmbeddingStore, content_hash, write_manifest
+from faceaudit.files.folder import AuditFolder
+from faceaudit.files.io import atomic_write_bytes, write_json
+from faceaudit.files.manifest import MANIFEST, content_hash, group_label, write_manifest
+from faceaudit.files.prompts import invented_names, render
+from faceaudit.files.store import EMBEDDINGS, INDEX, EmbeddingStore, index_entry, write_index
+from faceaudit.stages import StageResult
 
+NAME = "simulate"
+DESCRIBE = "draw a simulated world and its audit embeddings"
 SIMULATED_ENCODER = "simulated"
 SIMULATED_PREPROCESSING = "none"
+SPREADS = "identity_spreads.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +75,18 @@ class SimulationConfig:
     celebrity_identities: int = 4
     seeds_per_identity: int = 4
     generator: str = "simulated-generator"
+    # What a real audit with identity-labelled reference photos has: a sample of real
+    # identities with several photos each, from which the identity spreads are estimated.
+    labelled_identities: int = 40
+    photos_per_labelled_identity: int = 4
 
     def __post_init__(self):
         if len(self.race_shares) != len(self.races):
             raise ValueError(f"race_shares has {len(self.race_shares)} entries for {len(self.races)} races")
         if any(s <= 0 for s in self.race_shares) or abs(sum(self.race_shares) - 1) > 1e-9:
             raise ValueError(f"race_shares must be positive and sum to 1, got {self.race_shares}")
-        for name in ("dim", "training_size", "reference_per_group", "group_images", "seeds_per_identity"):
+        for name in ("dim", "training_size", "reference_per_group", "group_images", "seeds_per_identity",
+                     "labelled_identities", "photos_per_labelled_identity"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2, got {getattr(self, name)}")
         if not 0 <= self.transfer <= 1:
@@ -174,34 +189,45 @@ def _rows_hash(x: np.ndarray) -> list[str]:
     return [content_hash(np.ascontiguousarray(row, dtype=np.float32).tobytes()) for row in x]
 
 
-def simulate(out: str | Path, *, seed: int = 0, config: SimulationConfig | None = None) -> dict:
-    """Draw a world and its audit, write the stage files and the truth; return the truth."""
-    config = config or SimulationConfig()
-    out = Path(out)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    seed: int = 0
+    config: SimulationConfig = SimulationConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedAudit:
+    """Everything one draw produces: the manifest rows, their embeddings, the identity
+    spreads a labelled reference sample gives, and the answer key."""
+
+    manifest: pd.DataFrame
+    embeddings: np.ndarray
+    spreads: dict
+    truth: dict
+    world: World
+
+
+def draw_audit(config: SimulationConfig, seed: int, *, with_truth: bool = True) -> SimulatedAudit:
+    """Draw a world and its audit in memory (``run`` writes it; ``faceaudit demo`` uses it
+    ``with_truth=False``: the embeddings without the answer key's closed forms, whose
+    compilation is most of a draw's time)."""
     rng = np.random.default_rng(seed)
     world = draw_world(config, rng)
     counts = np.maximum(np.rint(np.asarray(world.mix.size * world.mix.shares)), 2.0)
     stats = core.sample_training_stats(jax.random.key(seed), world.world, jnp.asarray(counts))
     gen = core.fit_generator(stats, world.world, world.mix)
     mixing = core.mixing(world.world, world.mix)
-    expected = core.expected_fd(world.world, world.mix)
-    realised = jax.vmap(core.gaussian_frechet)(gen.means, gen.covs, world.world.means, world.world.covs)
-    invented = core.generated_spread(world.identity.within, world.identity.between, mixing.shrink, world.mix.diversity)
-    celebrity = core.generated_spread(
-        world.identity.within, world.identity.between, mixing.shrink, world.mix.diversity, celebrity=True
-    )
-    verify = core.expected_verification(gen.means, invented)
-    verify_celebrity = core.expected_verification(gen.means, celebrity)
 
     per_group = config.invented_identities + config.celebrity_identities
     all_names = invented_names(per_group * len(config.groups), seed=seed)  # distinct across groups
     rows, vectors = [], []
     gamma = float(config.diversity)
     sw = np.sqrt(config.within_var)
+    d = config.dim
+    labelled, labelled_ids, labelled_groups = [], [], []
     for k, attrs in enumerate(config.groups):
         mu = np.asarray(world.world.means[k])
         sb = float(np.sqrt(world.identity.between[k]))
-        d = config.dim
         ref = mu + rng.normal(size=(config.reference_per_group, d)) * np.sqrt(sb**2 + sw**2)
         for x in ref:
             rows.append(dict(attrs, role="reference", generator="", identity="", identity_kind="real", seed=-1,
@@ -225,26 +251,46 @@ def simulate(out: str | Path, *, seed: int = 0, config: SimulationConfig | None 
                 rows.append(dict(attrs, role="generated", generator=config.generator, identity=name, identity_kind=kind,
                                  seed=s, prompt=render("a photo of {name}, {group}", attrs, name)))
                 vectors.append(centre + gamma * sw * rng.normal(size=d))
+        centres = mu + rng.normal(size=(config.labelled_identities, d)) * sb
+        for i, c in enumerate(centres):
+            labelled.append(c + rng.normal(size=(config.photos_per_labelled_identity, d)) * sw)
+            labelled_ids += [f"{k}-{i}"] * config.photos_per_labelled_identity
+            labelled_groups += [world.labels[k]] * config.photos_per_labelled_identity
 
     embeddings = np.asarray(vectors, dtype=np.float32)
     frame = pd.DataFrame(rows)
     frame.insert(0, "image_id", _rows_hash(embeddings))
     frame["path"] = ""
-    frame["group"] = [f"{r} x {g}" for r, g in zip(frame["race"], frame["gender"])]
+    frame["group"] = group_label(frame, ["race", "gender"])
     frame["edit"] = ""
     frame["edit_phrase"] = ""
     frame["source_id"] = ""
+    within, between = core.identity_spreads(np.concatenate(labelled), np.asarray(labelled_ids),
+                                            np.asarray(labelled_groups), world.labels)
+    spreads = {"within": float(within), "between": dict(zip(world.labels, map(float, between))), "dim": d,
+               "source": f"simulated labelled reference sample: {config.labelled_identities} identities x "
+                         f"{config.photos_per_labelled_identity} photos per group"}
+    truth = _truth(config, seed, world, counts, gen, mixing) if with_truth else {}
+    return SimulatedAudit(frame, embeddings, spreads, truth, world)
 
-    store = EmbeddingStore(out, SIMULATED_ENCODER, SIMULATED_PREPROCESSING)
-    store.write(list(frame["image_id"]), embeddings)
-    write_manifest(out / "manifest.parquet", frame, ["race", "gender"], source="simulate", seed=seed,
-                   encoders={"distribution": SIMULATED_ENCODER, "identity": SIMULATED_ENCODER})
 
-    truth = {
+def _truth(config: SimulationConfig, seed: int, world: World, counts, gen, mixing) -> dict:
+    """The answer key: the closed forms and realised values every check compares with."""
+    expected = core.expected_fd(world.world, world.mix)
+    realised = jax.vmap(core.gaussian_frechet)(gen.means, gen.covs, world.world.means, world.world.covs)
+    invented = core.generated_spread(world.identity.within, world.identity.between, mixing.shrink, world.mix.diversity)
+    celebrity = core.generated_spread(
+        world.identity.within, world.identity.between, mixing.shrink, world.mix.diversity, celebrity=True
+    )
+    verify = core.expected_verification(gen.means, invented)
+    verify_celebrity = core.expected_verification(gen.means, celebrity)
+    return {
         "seed": seed,
         "config": dataclasses.asdict(config),
         "training": {"size": config.training_size, "transfer": config.transfer, "length_scale": config.length_scale,
                      "shrinkage": config.shrinkage, "diversity": config.diversity},
+        "identity": {"within": float(world.identity.within),
+                     "between": dict(zip(world.labels, map(float, np.asarray(world.identity.between))))},
         "groups": {
             label: {
                 "share": float(world.mix.shares[k]),
@@ -261,7 +307,27 @@ def simulate(out: str | Path, *, seed: int = 0, config: SimulationConfig | None 
             }
             for k, label in enumerate(world.labels)
         },
+        "generator": {"means": np.asarray(gen.means).tolist(), "covs": np.asarray(gen.covs).tolist()},
     }
-    atomic_write_bytes(out / "world.npz", world.to_npz())
-    atomic_write_text(out / "truth.json", json.dumps(truth, indent=2))
-    return truth
+
+
+def inputs(folder: AuditFolder, settings: Settings) -> list:
+    return []  # a simulation reads nothing: its settings are the whole input
+
+
+def run(folder: AuditFolder, settings: Settings) -> StageResult:
+    """Draw the world and write the stage files and the answer key."""
+    audit = draw_audit(settings.config, settings.seed)
+    out = folder.path
+    store = EmbeddingStore(out, SIMULATED_ENCODER, SIMULATED_PREPROCESSING)
+    for stale in store.parts():  # a rerun with other settings must not mix worlds
+        stale.unlink()
+    store.write(list(audit.manifest["image_id"]), audit.embeddings)
+    entry = index_entry(SIMULATED_ENCODER, SIMULATED_PREPROCESSING)
+    write_index(out, {"distribution": entry, "identity": entry})
+    write_manifest(out / MANIFEST, audit.manifest, ["race", "gender"], source="simulate", seed=settings.seed)
+    write_json(out / SPREADS, audit.spreads)
+    atomic_write_bytes(out / "world.npz", audit.world.to_npz())
+    write_json(out / "truth.json", audit.truth)
+    return StageResult((MANIFEST, INDEX, f"{EMBEDDINGS}/{store.folder.name}", SPREADS, "world.npz", "truth.json"),
+                       {"truth": audit.truth})

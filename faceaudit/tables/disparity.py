@@ -1,29 +1,33 @@
-"""Posterior disparity estimates from per-image outcomes: fit, summarise, report.
+"""Disparity tables: a tidy table (one row per response or image) into the models' design,
+and a fitted posterior into the summaries people ask for.
 
-Turns a tidy table (one row per response or image) into an arviz ``InferenceData`` from
-the models in ``faceaudit.models.disparity`` plus the summaries people ask for: per-group
-means with HDIs, pairwise differences and ratios, the best-worst gap, the probability that
-each group is the worst, a comparison with a reference group, diagnostics, and the
-frequentist view beside it (Wilson intervals, chi-square / ANOVA, Kruskal-Wallis).
+Per-group means with HDIs, pairwise differences and ratios, the best-worst gap, the
+probability that each group is the worst, a comparison with a reference group, sampler
+diagnostics with advice, posterior predictive checks (a misfit is a stated problem), and
+the frequentist view beside it (Wilson intervals, chi-square / ANOVA, Kruskal-Wallis).
+``summary`` assembles all of it: the disparity stage and ``faceaudit disparity`` on a
+survey table both call it, so both say the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
-import warnings
-from pathlib import Path
 
-import arviz as az
 import jax
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from faceaudit.core._groups import GROUP_SEPARATOR
+from faceaudit import core, runtime
+from faceaudit.files.manifest import GROUP_SEPARATOR
+from faceaudit.files.quiet import arviz
+from faceaudit.tables.posterior import diagnostics
 
 KINDS = ("binary", "ordinal", "continuous")
+
+
+class NothingToModel(ValueError):
+    """The outcome does not vary: a finding to state, not an error of the input."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,11 +113,11 @@ class PreparedData:
                 raise ValueError(f"{source}: continuous outcome {spec.outcome!r} has non-numeric values")
             self.location, self.scale = float(num.mean()), float(num.std())
             if not self.scale > 0:
-                raise ValueError(f"{source}: outcome {spec.outcome!r} is constant; there is no disparity to estimate")
+                raise NothingToModel(f"{source}: outcome {spec.outcome!r} is constant; there is no disparity to estimate")
             y = ((num - self.location) / self.scale).to_numpy()
             self.observed = pd.Series(num.to_numpy()).groupby(self.cell_codes).mean().to_numpy()
         if spec.kind != "continuous" and len(np.unique(y)) < 2:
-            raise ValueError(f"{source}: outcome {spec.outcome!r} takes one value only; there is no disparity to estimate")
+            raise NothingToModel(f"{source}: outcome {spec.outcome!r} takes one value only; there is no disparity to estimate")
         self.y = y
         self.counts = np.bincount(self.cell_codes, minlength=len(self.cells))
         if spec.reference is not None and spec.reference not in self.cells:
@@ -135,7 +139,7 @@ class PreparedData:
         self.spec = spec
 
 
-def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True) -> az.InferenceData:
+def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True):
     """NUTS (vectorised chains) on the prepared data; returns InferenceData with ``cell``.
 
     With ``predictive=True`` the InferenceData also holds prior and posterior predictive
@@ -155,7 +159,7 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True) 
     mcmc = MCMC(
         NUTS(model, target_accept_prob=0.9),
         num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains,
-        chain_method="vectorized", progress_bar=progress,
+        chain_method=runtime.chain_method(spec.num_chains), progress_bar=progress,
     )
     mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y), **kwargs)
     extra = {}
@@ -163,7 +167,8 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True) 
         key_prior, key_post = jax.random.split(jax.random.key(spec.seed + 1))
         extra["prior"] = Predictive(model, num_samples=500)(key_prior, data.design, **kwargs)
         extra["posterior_predictive"] = Predictive(model, mcmc.get_samples())(key_post, data.design, **kwargs)
-    idata = az.from_numpyro(mcmc, coords={"cell": data.cells}, dims={"cell_mean": ["cell"]}, **extra)
+    idata = arviz().from_numpyro(mcmc, coords={"cell": data.cells}, dims={"cell_mean": ["cell"]}, log_likelihood=False,
+                                 **extra)
     cm = idata.posterior["cell_mean"]
     if spec.kind == "ordinal":
         idata.posterior["cell_mean"] = cm + data.low_category
@@ -172,40 +177,12 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True) 
     return idata
 
 
-def diagnostics(idata: az.InferenceData, *, warn: bool = True) -> dict:
-    """R-hat, bulk/tail ESS and divergences of ``cell_mean``; ``problems`` says what to do.
-
-    With ``warn=True`` each problem is also raised as a ``RuntimeWarning``.
-    """
-    summary = az.summary(idata, var_names=["cell_mean"], kind="diagnostics")
-    divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
-    out = {
-        "max_r_hat": float(summary["r_hat"].max()),
-        "min_ess_bulk": float(summary["ess_bulk"].min()),
-        "min_ess_tail": float(summary["ess_tail"].min()),
-        "divergences": divergences,
-    }
-    problems = []
-    if out["max_r_hat"] > 1.01:
-        problems.append(f"R-hat {out['max_r_hat']:.3f} > 1.01: chains disagree; run longer (--samples, --warmup)")
-    if min(out["min_ess_bulk"], out["min_ess_tail"]) < 400:
-        problems.append("effective sample size < 400: intervals are imprecise; draw more samples")
-    if divergences:
-        problems.append(f"{divergences} divergent transitions: raise --target-accept or simplify the grouping")
-    out["ok"] = not problems
-    out["problems"] = problems
-    if warn:
-        for p in problems:
-            warnings.warn(f"disparity fit: {p}", RuntimeWarning, stacklevel=2)
-    return out
-
-
 def _hdi(samples: np.ndarray, prob: float) -> tuple[float, float]:
-    lo, hi = az.hdi(samples, hdi_prob=prob)
+    lo, hi = arviz().hdi(samples, hdi_prob=prob)
     return float(lo), float(hi)
 
 
-def summarise(idata: az.InferenceData, data: PreparedData) -> dict:
+def summarise(idata, data: PreparedData) -> dict:
     """JSON-ready summaries of ``cell_mean``: groups, pairwise contrasts, gap, reference."""
     spec = data.spec
     draws = idata.posterior["cell_mean"].stack(sample=("chain", "draw")).transpose("sample", "cell").values
@@ -258,7 +235,7 @@ def summarise(idata: az.InferenceData, data: PreparedData) -> dict:
     return out
 
 
-def predictive_checks(idata: az.InferenceData, data: PreparedData) -> list[dict]:
+def predictive_checks(idata, data: PreparedData) -> list[dict]:
     """Per-group checks of the model against the data, on the outcome's own scale.
 
     For each group: the observed mean, the central 95% range of the same mean under the
@@ -292,15 +269,6 @@ def predictive_checks(idata: az.InferenceData, data: PreparedData) -> list[dict]
     return out
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion."""
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
-
-
 def frequentist(data: PreparedData, confidence: float = 0.95) -> dict:
     """The study's classical view: per-group raw rates/means, intervals and tests."""
     spec = data.spec
@@ -310,7 +278,8 @@ def frequentist(data: PreparedData, confidence: float = 0.95) -> dict:
         row = {"group": cell, "n": int(s.size)}
         if spec.kind == "binary":
             row["rate"] = float(s.mean())
-            row["wilson_low"], row["wilson_high"] = wilson_interval(int(s.sum()), int(s.size), confidence)
+            low, high = core.wilson_interval(int(s.sum()), int(s.size), confidence)
+            row["wilson_low"], row["wilson_high"] = float(low), float(high)
         rows.append(row)
     out = {"groups": rows}
     if spec.kind == "binary":
@@ -325,15 +294,17 @@ def frequentist(data: PreparedData, confidence: float = 0.95) -> dict:
     return out
 
 
-def save_idata(idata: az.InferenceData, path: str | Path) -> None:
-    """Write netCDF atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def summary(idata, data: PreparedData) -> dict:
+    """Everything a disparity fit reports, JSON-ready: the summaries, the classical tests,
+    the predictive checks and the diagnostics, whose ``problems`` include any group the
+    model misfits (posterior predictive p-value outside (0.01, 0.99))."""
+    out = summarise(idata, data)
+    out["diagnostics"] = diagnostics(idata, ["cell_mean"])
+    out["frequentist"] = frequentist(data)
+    out["predictive_checks"] = predictive_checks(idata, data)
+    misfit = [c["group"] for c in out["predictive_checks"] if not 0.01 < c["ppc_p_value"] < 0.99]
+    if misfit:
+        out["diagnostics"]["problems"].append(
+            f"posterior predictive p-value outside (0.01, 0.99) for {misfit}: the model misfits these groups")
+        out["diagnostics"]["ok"] = False
+    return out

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceaudit.io import atomic_write_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,12 +119,3 @@ def read_survey(path: str | Path, fmt: str = "limitations-2024") -> pd.DataFrame
             raise ValueError(f"{path}: column {col!r} has a non-numeric value {tidy[col].iloc[row]!r} in response {row}")
         tidy[col] = values
     return tidy
-
-
-def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a frame to Parquet atomically."""
-    import io
-
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,82 @@
+"""The Typer app, its consoles and the one way every command fails.
+
+User text (paths, spec keys like ``[[generators]][0]``, labels) is printed verbatim: the
+consoles interpret no markup, help text is not parsed for markup either, and our own
+emphasis is added as styled ``rich.text.Text``. Every command runs its work inside
+``failing()``: a known error becomes one line on stderr and exit code 2; anything else too,
+with its type, unless ``FACEAUDIT_DEBUG=1`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+STORY = """faceaudit audits how text-to-image models draw human faces across social groups.
+
+  faceaudit audit                 the whole audit of a simulated world, offline: start here
+  faceaudit audit SPEC --out DIR  generate with your models -> embed -> measure -> disparity -> report
+  faceaudit audit --images DIR --manifest CSV --out OUT   audit images you already have
+
+Stage by stage (each writes the same files as the audit): simulate | generate -> embed ->
+measure -> disparity -> explain -> plan-mix -> report. On your own embeddings: faceaudit
+metrics REAL.npy FAKE.npy. Every per-group number comes with an interval of what it
+estimates, and groups of different sizes are compared fairly (see the README)."""
+
+app = typer.Typer(
+    name="faceaudit",
+    help=STORY,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console(markup=False, highlight=False, emoji=False, soft_wrap=True)  # no wrapping inside paths
+err_console = Console(stderr=True, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    err_console.print(Text("error: ", style="bold red") + Text(str(message)))
+    raise typer.Exit(code=2)
+
+
+def warn(message: str) -> None:
+    err_console.print(Text("warning: ", style="yellow") + Text(str(message)))
+
+
+@contextlib.contextmanager
+def failing():
+    """Turn any error of a command into a one-line message and exit code 2."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err_console.print(Text("interrupted: finished work is kept; rerun the same command to resume"))
+        raise typer.Exit(code=130) from None
+    except (ValueError, FileNotFoundError, TypeError, OSError) as err:
+        if os.environ.get("FACEAUDIT_DEBUG"):
+            raise
+        fail(str(err) if str(err) else type(err).__name__)
+    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
+        if os.environ.get("FACEAUDIT_DEBUG"):
+            raise
+        fail(f"{type(err).__name__}: {err} (FACEAUDIT_DEBUG=1 shows the traceback)")
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def bold(text: str) -> Text:
+    return Text(text, style="bold")

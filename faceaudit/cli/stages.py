@@ -1,0 +1,296 @@
+"""One command per stage. Each runs the stage through ``pipeline.run_stage`` with the same
+settings ``faceaudit audit`` would use by default, so both write the same files and the
+audit afterwards finds the stage up to date."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faceaudit.cli.app import app, bold, console, failing, table, warn
+
+AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
+
+
+def _run(folder: Path, module, settings):
+    from faceaudit.pipeline import run_stage
+
+    return run_stage(folder, module, settings)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the simulated audit into.")],
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same files.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="TOML file with a [simulate] table overriding the defaults.")] = None,
+) -> None:
+    """Draw a synthetic world from the analytical model (groups, identities, a training set
+    with shares pi, the generator fitted to it) and write the files the real pipeline writes
+    (manifest.parquet, the embedding store, identity_spreads.json), plus its answer key
+    (truth.json, world.npz) for checking every command against the truth."""
+    from faceaudit.stages import simulate as stage
+
+    with failing():
+        cfg = stage.SimulationConfig.from_toml(config) if config else stage.SimulationConfig()
+        with console.status("drawing the world"):
+            truth = _run(out, stage, stage.Settings(seed, cfg)).summary["truth"]
+    rows = [[g, f"{v['share']:.3f}", f"{v['n_effective']:.0f}", f"{v['fd_expected']:.3f}", f"{v['fd_true']:.3f}",
+             f"{v['verification_same_group']:.3f}"] for g, v in truth["groups"].items()]
+    console.print(table(f"simulated world (seed {seed}): the truth",
+                        ["group", "share", "n_eff", "E FD", "true FD", "verif. same-group"], rows))
+    console.print(f"wrote {out}/manifest.parquet, {out}/embeddings/, {out}/truth.json, {out}/world.npz")
+
+
+@app.command()
+def generate(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Audit spec (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="Audit folder: images/, manifest.parquet.")] = Path("faceaudit-out"),
+) -> None:
+    """Generate every image of the spec (sources, counterfactuals across groups with shared
+    seeds, SEGA edits of each named identity) with diffusers; resumable and reproducible."""
+    from faceaudit.stages import generate as stage
+
+    with failing():
+        settings = stage.Settings(spec_path)
+        stage.preflight(settings)
+        result = _run(out, stage, settings)
+    console.print(f"{result.summary['images']} images -> {out / 'manifest.parquet'}")
+
+
+@app.command()
+def embed(
+    spec_path: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="Audit spec naming the encoders.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Audit folder (manifest.parquet, images).")] = Path("faceaudit-out"),
+    images: Annotated[Path | None, typer.Option(help="A folder of your own images (with --manifest).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV/Parquet: path, role, group columns of --images.")] = None,
+    clip: Annotated[str, typer.Option(help="Without a spec: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a checkpoint path, or 'random' for tests).")] = "ViT-B-32",
+) -> None:
+    """Embed every image with open_clip (image + prompts), dlib (face detection + 128-d
+    descriptor) and any DINOv2 encoder of the spec; images already embedded by the same
+    encoder and preprocessing are skipped. Encoders use real pretrained weights, or the
+    command refuses before any work and says how to pass a local checkpoint."""
+    from faceaudit.files.spec import EncoderSpec, load_spec
+    from faceaudit.stages import embed as stage
+    from faceaudit.stages import ingest
+
+    with failing():
+        if (images is None) != (manifest is None):
+            raise ValueError("--images and --manifest go together")
+        if spec_path is not None:
+            encoders = load_spec(spec_path).encoders
+        else:
+            arch, _, pretrained = clip.partition(":")
+            encoders = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib"))
+        settings = stage.Settings(tuple(encoders))
+        for line in stage.preflight(settings):
+            console.print(f"weights: {line}")
+        if images is not None:
+            _run(out, ingest, ingest.Settings(images, manifest))
+        result = _run(out, stage, settings)
+    for enc, n in result.summary["embedded"].items():
+        console.print(f"{enc}: embedded {n} new image(s)")
+
+
+@app.command()
+def measure(
+    audit: AuditDir,
+    seed: Annotated[int, typer.Option(help="Seed of subsets and resampling.")] = 0,
+    interval: Annotated[str, typer.Option(help="jackknife (default), or the bootstrap's basic, percentile, bca (size-independent metrics).")] = "jackknife",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates, for bootstrap intervals only.")] = 0,
+) -> None:
+    """Every per-group metric of an audit folder into metrics.parquet: distribution shift to
+    the reference (KID, FD in the audit space, FD raw and bias-corrected for the literature,
+    precision/recall/density/coverage at a common size), diversity (Vendi at a common size),
+    face-detection failures and verification accuracy with same-group and any-group
+    impostors, and the study's prompt and edit metrics, each with an interval of what it
+    estimates."""
+    from faceaudit.stages import measure as stage
+    from faceaudit.tables.metrics import DistributionSettings
+
+    with failing():
+        settings = stage.Settings(seed, DistributionSettings(interval=interval, bootstrap=bootstrap))
+        result = _run(audit, stage, settings)
+    console.print(f"{result.summary['rows']} rows -> {audit / 'metrics.parquet'} (audit space: "
+                  f"{result.summary['audit_space_dim']} dimensions, {100 * result.summary['audit_space_explained']:.0f}% "
+                  "of the variance)")
+
+
+@app.command()
+def disparity(
+    table_path: Annotated[Path, typer.Argument(metavar="TABLE_OR_DIR", help="An audit folder, or a tidy Parquet/CSV table (one row per response or image).")],
+    outcome: Annotated[str | None, typer.Option(help="Outcome column, e.g. Q1, Q2, clip_direction (tables only).")] = None,
+    group: Annotated[str, typer.Option(help="Group column(s); 'race,gender' models the intersections.")] = "race",
+    kind: Annotated[str, typer.Option(help="binary | ordinal | continuous.")] = "binary",
+    success: Annotated[str | None, typer.Option(help="Binary outcomes: the value that counts as success.")] = None,
+    lower_is_better: Annotated[bool, typer.Option("--lower-is-better", help="Worst group = highest value (distances, errors).")] = False,
+    reference: Annotated[str | None, typer.Option(help="Compare every group with this one.")] = None,
+    attribute: Annotated[str, typer.Option(help="Edit/attribute column ('' for none).")] = "attribute",
+    item: Annotated[str, typer.Option(help="Item (image) column ('' for none).")] = "item",
+    samples: Annotated[int | None, typer.Option(help="Posterior draws per chain (default 500; 200 in an audit folder).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up steps per chain (default: as many as draws).")] = None,
+    chains: Annotated[int | None, typer.Option(help="Chains (default 4; 2 in an audit folder).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    hdi: Annotated[float, typer.Option(help="HDI probability.")] = 0.95,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summaries as JSON here (tables).")] = None,
+    posterior: Annotated[Path | None, typer.Option(help="Write the arviz InferenceData (netCDF) here (tables).")] = None,
+) -> None:
+    """Who is served worse, by how much, how sure: a hierarchical Bayesian model of one
+    outcome across groups (partially pooled, with edit and image effects), its posterior
+    group means with HDIs, the probability that each group is the worst, pairwise
+    contrasts, the classical tests, predictive checks and sampler diagnostics. Given an
+    audit folder it models each generated face's on-manifold outcome (as the audit does)."""
+    from faceaudit.stages import disparity as stage
+
+    with failing():
+        if table_path.is_dir():
+            settings = stage.Settings(samples or 200, chains or 2, seed)
+            with console.status(f"sampling {settings.chains} chains x {settings.draws} draws"):
+                result = _run(table_path, stage, settings)
+            summary = result.summary
+            if "skipped" in summary:
+                console.print(f"nothing to model: {summary['skipped']}")
+                return
+        else:
+            summary = _disparity_table(table_path, outcome, group, kind, success, lower_is_better, reference, attribute,
+                                       item, samples, warmup, chains, seed, hdi, json_out, posterior)
+    _print_disparity(summary)
+
+
+def _disparity_table(path, outcome, group, kind, success, lower_is_better, reference, attribute, item, samples, warmup,
+                     chains, seed, hdi, json_out, posterior) -> dict:
+    import pandas as pd
+
+    from faceaudit.stages import disparity as stage
+    from faceaudit.tables.disparity import DisparitySpec
+
+    if outcome is None:
+        raise ValueError("a table needs --outcome (the column to model)")
+    spec = DisparitySpec(outcome=outcome, group=tuple(g.strip() for g in group.split(",") if g.strip()), kind=kind,
+                         success=success, attribute=attribute or None, item=item or None,
+                         higher_is_better=not lower_is_better, reference=reference, hdi_prob=hdi,
+                         num_warmup=warmup or samples or 500, num_samples=samples or 500, num_chains=chains or 4,
+                         seed=seed)
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    for target in (json_out, posterior):
+        if target is not None and target.is_dir():
+            raise ValueError(f"{target} is a folder; name a file")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as err:  # pandas/pyarrow parse errors
+        raise ValueError(f"{path} is not a readable table ({type(err).__name__})") from None
+    with console.status(f"sampling {spec.num_chains} chains x {spec.num_samples} draws"):
+        idata, summary = stage.analyse(frame, spec, source=str(path))
+    summary["table"] = str(path)
+    for written in stage.write(idata, summary, json_out, posterior):
+        console.print(f"wrote {written}")
+    return summary
+
+
+def _print_disparity(summary: dict) -> None:
+    rows = [[g["group"], str(g["n"]), f"{g['observed']:.3f}", f"{g['mean']:.3f}", f"[{g['hdi_low']:.3f}, {g['hdi_high']:.3f}]",
+             f"{g['p_worst']:.3f}"] for g in summary["groups"]]
+    kind = summary["kind"] + (f", success = {summary['success']}" if summary.get("success") else "")
+    console.print(table(f"{summary['outcome']} by {', '.join(summary['group_by'])} ({kind}): posterior mean, "
+                        f"{int(summary['hdi_prob'] * 100)}% HDI", ["group", "n", "observed", "mean", "HDI", "P(worst)"], rows))
+    gap = summary["gap"]
+    console.print(f"gap best-worst: {gap['mean']:.3f} [{gap['hdi_low']:.3f}, {gap['hdi_high']:.3f}]")
+    freq = summary["frequentist"]
+    tests = [f"ANOVA p = {freq['anova']['p_value']:.2g}", f"Kruskal-Wallis p = {freq['kruskal_wallis']['p_value']:.2g}"]
+    if "chi2" in freq:
+        tests.insert(0, f"chi-square p = {freq['chi2']['p_value']:.2g}")
+    console.print("classical: " + ", ".join(tests))
+    _print_diagnostics(summary["diagnostics"])
+
+
+def _print_diagnostics(diag: dict) -> None:
+    r_hat = "n/a (one chain)" if diag["max_r_hat"] is None else f"{diag['max_r_hat']:.3f}"
+    console.print(f"diagnostics: {diag['chains']} chains x {diag['draws']} draws, R-hat max {r_hat}, "
+                  f"ESS bulk min {diag['min_ess_bulk']:.0f}, divergences {diag['divergences']}")
+    for problem in diag["problems"]:
+        warn(problem)
+
+
+@app.command()
+def explain(
+    audit: AuditDir,
+    training_size: Annotated[float, typer.Option(help="Images in the generator's training set (FD does not identify it; a simulated world's is in its config).")],
+    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = 200,
+    chains: Annotated[int, typer.Option(help="Chains.")] = 2,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    share_concentration: Annotated[float | None, typer.Option(
+        help="Dirichlet concentration of the shares' prior (default: the model's; below 1 lets one group dominate).",
+    )] = None,
+) -> None:
+    """Infer each group's effective training share (and transfer, shrinkage, diversity,
+    source shifts) from the per-group FD in the audit space of metrics.parquet, plus
+    same-group verification of named identities when the real identity spreads are known,
+    with posterior uncertainty and sampler diagnostics; names the groups that look
+    under-represented."""
+    from faceaudit.stages import explain as stage
+
+    with failing():
+        with console.status(f"fitting the selection model ({chains} chains x {draws} draws)"):
+            result = _run(audit, stage, stage.Settings(training_size, draws, chains, seed,
+                                                                   share_concentration=share_concentration))
+    summary = result.summary["table"]
+    rows = []
+    for r in summary.itertuples():
+        flag = " (under-represented)" if r.under_represented else ""
+        rows.append([r.generator, r.group + flag, f"{r.share_mean:.3f}", f"[{r.share_low:.3f}, {r.share_high:.3f}]",
+                     f"{r.p_below_uniform:.2f}", f"{r.fd_expected:.3f}",
+                     "" if math.isnan(r.verification_expected) else f"{r.verification_expected:.3f}"])
+    console.print(table("effective training share per group (posterior mean, 90% HDI)",
+                        ["generator", "group", "share", "HDI", "P(< uniform)", "E FD", "E verif."], rows))
+    console.print(f"fitted to {summary['evidence'].iloc[0]} (verification: {result.summary['verification']})")
+    _print_diagnostics(result.summary["diagnostics"])
+    console.print(f"wrote {audit / 'selection.nc'}")
+
+
+@app.command("plan-mix")
+def plan_mix(
+    budget: Annotated[float, typer.Option(help="Extra training images to allocate.")],
+    selection: Annotated[Path | None, typer.Option(help="selection.nc from `faceaudit explain` (plans under the posterior).")] = None,
+    world: Annotated[Path | None, typer.Option(help="world.npz from `faceaudit simulate` (plans under the known truth).")] = None,
+    generator: Annotated[str | None, typer.Option(help="Generator in selection.nc (default: the first).")] = None,
+    objective: Annotated[str, typer.Option(help="fd (worst group's FD) or verification (worst same-group accuracy; needs a fit with verification, or --world).")] = "fd",
+    out: Annotated[Path, typer.Option("--out", help="Folder for plan.parquet, plan.json and plan.png.")] = Path("."),
+) -> None:
+    """Allocate a budget of extra training images over groups to help the worst-served group
+    most (gradient descent on the simplex through the closed forms), compared with uniform
+    and proportional allocations; writes the table, JSON and a quality-versus-share plot."""
+    from faceaudit.stages import plan as stage
+
+    with failing():
+        if (selection is None) == (world is None):
+            raise ValueError("pass exactly one of --selection (a fitted posterior) or --world (a simulated truth)")
+        source = {"selection": str(selection.resolve())} if selection else {"world": str(world.resolve())}
+        with console.status("planning"):
+            result = _run(out, stage, stage.Settings(budget, objective, generator, **source))
+    t = result.summary["table"]
+    rows = [[r.group, f"{r.share_now:.3f}", f"{r.extra_images:.0f}", f"{r.share_planned:.3f}", f"{r.quality_now:.3f}",
+             f"{r.quality_uniform:.3f}", f"{r.quality_proportional:.3f}", f"{r.quality_planned:.3f}"] for r in t.itertuples()]
+    console.print(table(f"plan for {budget:.0f} extra images ({objective})",
+                        ["group", "share now", "extra", "share planned", "now", "uniform", "proportional", "planned"], rows))
+    pick = max if objective == "fd" else min
+    console.print("worst group: now {:.3f}, uniform {:.3f}, proportional {:.3f}, planned {:.3f}".format(
+        *(pick(t[c]) for c in ("quality_now", "quality_uniform", "quality_proportional", "quality_planned"))))
+    console.print(f"wrote {out / 'plan.parquet'}, {out / 'plan.json'}, {out / 'plan.png'}")
+
+
+@app.command()
+def report(audit: AuditDir) -> None:
+    """Write report.html from the stage files of an audit folder (refused when its stages
+    disagree: run `faceaudit audit` to bring them up to date)."""
+    from faceaudit.files.folder import AuditFolder
+    from faceaudit.stages import report as stage
+
+    with failing():
+        result = _run(audit, stage, stage.Settings())
+        findings = stage.headline_findings(AuditFolder(audit))
+    console.print(bold(f"report: {result.summary['report']}"))
+    for i, finding in enumerate(findings, 1):
+        console.print(f"{i}. {finding}")

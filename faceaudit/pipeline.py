@@ -1,0 +1,227 @@
+"""The whole audit: the stage list, stage records, skipping, resuming and ``--dry-run``.
+
+``faceaudit audit`` runs (simulate | generate -> embed | ingest -> embed) -> measure ->
+disparity -> explain -> plan -> report in one folder. Every stage goes through
+``run_stage``, as every single-stage command does: it runs the stage module's ``run`` and
+then writes the stage's record (``files/records.py``) last. A stage is skipped only when
+its record matches (same version, settings, input and output hashes); otherwise it runs,
+and the stages after it see changed inputs and run too. A stage killed half-way has no
+record and is redone; its atomic writes never leave a half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from faceaudit.files import records
+from faceaudit.files.folder import AuditFolder
+from faceaudit.stages import StageResult
+
+try:
+    VERSION = metadata.version("faceaudit")
+except metadata.PackageNotFoundError:  # a source tree that is not installed
+    VERSION = "0+unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    out: Path = Path("faceaudit-out")
+    seed: int = 0
+    draws: int = 200  # posterior draws (and warm-up steps) per chain, disparity and explain
+    chains: int = 2
+    simulate_config: Path | None = None
+    force: tuple[str, ...] = ()  # stages to redo whatever their records say ("all": every one)
+    spec: Path | None = None  # a real audit: generate from this spec
+    images: Path | None = None  # ... or audit images you already have
+    manifest: Path | None = None
+    training_size: float | None = None  # explain needs it for real audits
+    plan_budget: float | None = None
+    interval: str = "jackknife"
+    bootstrap: int = 0
+    clip: str = "ViT-B-32"  # image audits: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a path, or "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One stage of this audit, with its settings."""
+
+    module: object
+    settings: object
+
+    @property
+    def name(self) -> str:
+        return self.module.NAME
+
+
+def steps(settings: AuditSettings) -> list[Step]:
+    """The stages of this audit: simulated, from a spec, or from the user's images."""
+    from faceaudit.stages import disparity, embed, explain, generate, ingest, measure, plan, report, simulate
+    from faceaudit.tables.metrics import DistributionSettings
+
+    out: list[Step] = []
+    training_size = settings.training_size
+    if settings.spec is not None:
+        from faceaudit.files.spec import load_spec
+
+        spec = load_spec(settings.spec)
+        out += [Step(generate, generate.Settings(Path(settings.spec))), Step(embed, embed.Settings(spec.encoders))]
+    elif settings.images is not None:
+        from faceaudit.files.spec import EncoderSpec
+
+        architecture, _, pretrained = settings.clip.partition(":")
+        encoders = (EncoderSpec("clip", architecture, pretrained), EncoderSpec("dlib"))
+        out += [Step(ingest, ingest.Settings(Path(settings.images), Path(settings.manifest))),
+                Step(embed, embed.Settings(encoders))]
+    else:
+        config = (simulate.SimulationConfig.from_toml(settings.simulate_config) if settings.simulate_config
+                  else simulate.SimulationConfig())
+        out.append(Step(simulate, simulate.Settings(settings.seed, config)))
+        training_size = training_size or float(config.training_size)  # the simulated default passes its own
+    distribution = DistributionSettings(interval=settings.interval, bootstrap=settings.bootstrap)
+    out += [Step(measure, measure.Settings(settings.seed, distribution)),
+            Step(disparity, disparity.Settings(settings.draws, settings.chains, settings.seed))]
+    if training_size is not None:  # FD does not identify the training size: explain needs it given
+        out += [Step(explain, explain.Settings(float(training_size), settings.draws, settings.chains, settings.seed)),
+                Step(plan, plan.Settings(settings.plan_budget))]
+    out.append(Step(report, report.Settings()))
+    return out
+
+
+def why_run(folder: AuditFolder, step: Step, forced: bool) -> str | None:
+    """Why ``step`` must run now, or None when its record says it is up to date."""
+    if forced:
+        return "--force"
+    try:
+        needed = step.module.inputs(folder, step.settings)
+    except (FileNotFoundError, ValueError) as err:
+        return f"its inputs are not ready ({err})"
+    return records.why_stale(folder.path, step.name, VERSION, records.jsonable(step.settings), needed)
+
+
+def run_stage(folder: AuditFolder | Path, module, settings) -> StageResult:
+    """Run one stage and write its record last (the same path for the CLI and the audit)."""
+    folder = folder if isinstance(folder, AuditFolder) else AuditFolder(folder)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    records.remove_record(folder.path, module.NAME)  # a failure leaves the stage to redo
+    needed = module.inputs(folder, settings)
+    before = records.digests(folder.path, needed)
+    result = module.run(folder, settings)
+    after = records.digests(folder.path, needed)
+    if after != before:
+        changed = [p for p in before if before[p] != after[p]]
+        raise RuntimeError(f"{module.NAME} changed its own inputs {changed}: a stage must not write what it reads")
+    records.write_record(folder.path, records.StageRecord(
+        module.NAME, VERSION, records.jsonable(settings), before, records.digests(folder.path, result.outputs)))
+    return result
+
+
+def preflight(settings: AuditSettings, *, check_out: bool = True) -> list[Step]:
+    """Everything that can be checked before the first expensive step, and the steps.
+    Changes nothing on disk (``spec check`` and ``--dry-run`` run exactly this).
+
+    Raises:
+        ValueError, FileNotFoundError: naming the file, key or option.
+    """
+    if settings.simulate_config is not None and not Path(settings.simulate_config).is_file():
+        raise FileNotFoundError(f"simulation config not found: {settings.simulate_config}")
+    if (settings.images is None) != (settings.manifest is None):
+        raise ValueError("--images and --manifest go together")
+    if settings.images is not None and not Path(settings.images).is_dir():
+        raise FileNotFoundError(f"image folder not found: {settings.images}")
+    if settings.spec is not None and settings.images is not None:
+        raise ValueError("pass a spec or --images, not both")
+    if check_out:
+        _check_writable(Path(settings.out))
+    plan = steps(settings)
+    names = [s.name for s in plan]
+    unknown = sorted(set(settings.force) - set(names) - {"all"})
+    if unknown:
+        raise ValueError(f"--force {', '.join(unknown)}: not a stage of this audit; its stages are {names}")
+    for step in plan:
+        check = getattr(step.module, "preflight", None)
+        if check is not None:
+            check(step.settings)
+    _check_sizes(settings, plan)
+    return plan
+
+
+def _check_writable(out: Path) -> None:
+    """``--out`` is a folder faceaudit can write into (or can be created), checked without
+    creating anything."""
+    import os
+
+    from faceaudit.files.io import StageFileError
+
+    if out.exists() and not out.is_dir():
+        raise StageFileError(f"--out {out} is a file, not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StageFileError(f"cannot write into --out {out}: {existing} is not a writable folder")
+
+
+def _check_sizes(settings: AuditSettings, plan: list[Step]) -> None:
+    """Every group large enough for every requested metric, from the user's manifest table
+    or the spec's counts, before anything is generated or embedded."""
+    from faceaudit.files.images import table_counts
+    from faceaudit.tables.metrics import check_group_sizes
+
+    distribution = next(s.settings.distribution for s in plan if s.name == "measure")
+    if settings.images is not None:
+        check_group_sizes(table_counts(Path(settings.manifest)), distribution, str(settings.manifest))
+    elif settings.spec is not None:
+        from faceaudit.files.images import read_table
+        from faceaudit.files.spec import load_spec
+
+        spec = load_spec(settings.spec)
+        if not spec.reference_manifest:
+            raise ValueError(f"{settings.spec}: [reference] names no images; the audit compares generated faces with "
+                             "reference faces of the same groups (set [reference] images and manifest)")
+        table = read_table(Path(spec.reference_manifest))
+        counts = {}
+        for attrs in spec.group_grid():
+            rows = (table[list(attrs)].astype(str) == list(attrs.values())).all(axis=1) if set(attrs) <= set(table) else []
+            group = " x ".join(attrs.values())
+            counts[group] = (int(sum(rows)), spec.group_images)
+        check_group_sizes(counts, distribution, str(settings.spec))
+
+
+def plan_audit(settings: AuditSettings) -> list[tuple[Step, str | None]]:
+    """Each stage and why it would run now (None: skipped). A stage after one that runs is
+    shown as running too: its inputs will change or be re-checked then."""
+    folder = AuditFolder(settings.out)
+    out, upstream = [], None
+    for step in steps(settings):
+        forced = "all" in settings.force or step.name in settings.force
+        why = why_run(folder, step, forced)
+        if why is None and upstream is not None:
+            why = f"after {upstream} reruns, if its outputs change"
+        if why is not None and upstream is None:
+            upstream = step.name
+        out.append((step, why))
+    return out
+
+
+def run_audit(settings: AuditSettings, log: Callable[[str], None] = print) -> dict:
+    """Run the stages that are not up to date; return the timings."""
+    plan = preflight(settings)
+    folder = AuditFolder(settings.out)
+    timings = {}
+    for step in plan:
+        folder = AuditFolder(settings.out)  # each stage opens the folder afresh (a stage before it wrote files)
+        forced = "all" in settings.force or step.name in settings.force
+        why = why_run(folder, step, forced)
+        if why is None:
+            log(f"[skip] {step.name}: up to date")
+            continue
+        start = time.perf_counter()
+        log(f"[run ] {step.name}: {step.module.DESCRIBE} ({why})")
+        run_stage(folder, step.module, step.settings)
+        timings[step.name] = time.perf_counter() - start
+        log(f"[done] {step.name} in {timings[step.name]:.0f} s")
+    return timings

@@ -1,0 +1,25 @@
+"""The audit's stages, one module each.
+
+Every stage module exposes the same small surface, so the pipeline, its stage records and
+the CLI treat them alike:
+
+* ``NAME`` and ``DESCRIBE``;
+* ``Settings``: a frozen dataclass of everything that changes the stage's output;
+* ``inputs(folder, settings)``: the files it reads (relative to the folder, or absolute),
+  whose content hashes go into its stage record;
+* ``run(folder, settings) -> StageResult``: do the work, write the outputs atomically,
+  return their paths and a summary for the terminal.
+
+A CLI command (``faceaudit measure DIR``) and ``faceaudit audit`` both run a stage through
+``faceaudit.pipeline.run_stage``, which writes the stage record last: the same function,
+the same files.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class StageResult(NamedTuple):
+    outputs: tuple[str, ...]  # paths written, relative to the audit folder
+    summary: dict  # what the command line prints

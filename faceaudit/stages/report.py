@@ -1,0 +1,259 @@
+"""The report stage: one self-contained HTML file a person reads, headline findings first.
+
+Reads the stage files of an audit folder and never computes a statistic: the numbers, their
+intervals, the worst-versus-best contrasts and the warnings all come from the measure,
+disparity, explain and plan stages; labels and "what this interval is of" come from the
+metric catalogue. Figures are embedded as base64 PNG, so the file can be mailed around. A
+folder whose stages disagree (a stage reran after those that read its output) is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+import platform
+from importlib import metadata
+
+import pandas as pd
+
+from faceaudit.files.folder import AuditFolder
+from faceaudit.files.io import atomic_write_text
+from faceaudit.files.manifest import MANIFEST
+from faceaudit.files.records import RECORDS, disagreements
+from faceaudit.stages import StageResult
+from faceaudit.tables import catalogue, figures
+
+NAME = "report"
+DESCRIBE = "write the HTML report"
+REPORT = "report.html"
+OPTIONAL = ("disparity.json", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
+            "contrasts.parquet", "faithfulness.parquet")
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2733}
+h1{font-size:1.7em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
+.finding{background:#f6f8fa;border-left:4px solid #b42318;padding:.6em 1em;margin:.6em 0}
+.warning{background:#fff8c5;border-left:4px solid #9a6700;padding:.6em 1em;margin:.6em 0}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #d0d7de;padding:.25em .5em;text-align:right}
+th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.muted{color:#57606a;font-size:.9em}.grid img{width:96px;height:96px;object-fit:cover;margin:2px}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The report has no settings of its own: it shows every stage's (from their records)."""
+
+
+def inputs(folder: AuditFolder, settings: Settings) -> list:
+    return [MANIFEST, "metrics.parquet", *(name for name in OPTIONAL if folder.exists(name))]
+
+
+def _img(png: bytes) -> str:
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True)
+
+
+def _fmt(row, scale=1.0) -> str:
+    return f"{row.value * scale:.3f} [{row.low * scale:.3f}, {row.high * scale:.3f}]"
+
+
+def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: dict | None,
+             selection: pd.DataFrame | None) -> list[str]:
+    """The headline findings (HTML), from stage files only."""
+    out = []
+    head = catalogue.info(catalogue.HEADLINE)
+    if contrasts is not None and len(contrasts):
+        for c in contrasts[contrasts.metric == catalogue.HEADLINE].itertuples():
+            sure = ("the interval of the difference excludes 0" if c.low > 0 or c.high < 0
+                    else "the interval of the difference includes 0: no clear disparity")
+            s = head.scale
+            out.append(f"<b>Distribution shift is largest for {html.escape(c.worst)}</b>"
+                       f"{'' if contrasts.generator.nunique() == 1 else ' (' + html.escape(c.generator) + ')'}: "
+                       f"{html.escape(head.label)} x{s:g} {c.worst_value * s:.3f} against {c.best_value * s:.3f} for "
+                       f"{html.escape(c.best)}; difference {c.difference * s:.3f} "
+                       f"[{c.low * s:.3f}, {c.high * s:.3f}] ({sure}).")
+    ver = metrics[(metrics.metric == "verification_same_group") & (metrics.group != "all")]
+    if len(ver):
+        worst, best = ver.loc[ver.value.idxmin()], ver.loc[ver.value.idxmax()]
+        out.append(f"<b>Generated identities are hardest to tell apart for {html.escape(worst.group)}</b>: same-group "
+                   f"verification accuracy {_fmt(worst)} against {best.value:.3f} for {html.escape(best.group)}.")
+    if selection is not None and len(selection):
+        flagged = selection[selection.under_represented]
+        if len(flagged):
+            names = ", ".join(f"{html.escape(r.group)} (share {r.share_mean:.3f} [{r.share_low:.3f}, {r.share_high:.3f}])"
+                              for r in flagged.itertuples())
+            out.append(f"<b>The training-mix model points to under-representation</b> of {names}: "
+                       f"each with posterior probability >= 0.9 of less than a uniform share.")
+        else:
+            out.append("The training-mix model flags no group as under-represented with probability >= 0.9.")
+    elif disparity is not None and "groups" in disparity:
+        g = max(disparity["groups"], key=lambda r: r["p_worst"])
+        out.append(f"<b>{html.escape(g['group'])}</b> is the worst group with posterior probability {g['p_worst']:.2f}.")
+    return out[:3]
+
+
+def _read(folder: AuditFolder) -> dict:
+    files = {"metrics": folder.read_parquet("metrics.parquet", stage="measure")}
+    stage_of = {"disparity.json": "disparity", "selection_summary.parquet": "explain", "share_curves.parquet": "explain",
+                "plan.parquet": "plan", "plan.json": "plan", "contrasts.parquet": "measure",
+                "faithfulness.parquet": "measure"}
+    for name in OPTIONAL:
+        if folder.exists(name):
+            key = name.replace(".", "_")
+            files[key] = (folder.read_json(name, stage=stage_of[name]) if name.endswith(".json")
+                          else folder.read_parquet(name, stage=stage_of[name]))
+    return files
+
+
+def _random_weights(folder: AuditFolder) -> list[str]:
+    return [f"{role}: {e['encoder']}" for role, e in folder.index.items() if e["encoder"].endswith(":random")]
+
+
+def headline_findings(folder: AuditFolder) -> list[str]:
+    """The report's headline findings as plain text (for the terminal)."""
+    import re
+
+    f = _read(folder)
+    lines = findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"))
+    random = _random_weights(folder)
+    if random:
+        lines.insert(0, "RANDOM ENCODER WEIGHTS (" + "; ".join(random) + "): these numbers say nothing about faces.")
+    return [html.unescape(re.sub("<[^>]+>", "", s)) for s in lines]
+
+
+def _metric_tables(metrics: pd.DataFrame) -> list[str]:
+    parts = []
+    for kind, title in (("distribution", "Distribution shift and fidelity"), ("diversity", "Diversity"),
+                        ("identity", "Identity"), ("faithfulness", "Faithfulness to prompts and edits")):
+        sub = metrics[metrics.metric.map(lambda m: catalogue.info(m).kind == kind)]
+        if sub.empty:
+            continue
+        parts.append(f"<h3>{title}</h3>")
+        notes = []
+        for name in dict.fromkeys(sub.metric):
+            meta = catalogue.info(name)
+            s = meta.scale
+            rows = sub[sub.metric == name]
+            cell = [f"{_fmt(r, s)}" + (f" ⚠ {html.escape(r.warning)}" if isinstance(r.warning, str) and r.warning else "")
+                    for r in rows.itertuples()]
+            rows = rows.assign(cell=cell)
+            notes.append(f"<li><b>{html.escape(meta.shown_label)} {meta.arrow}</b>: interval of {html.escape(meta.estimand)}; "
+                         f"{html.escape(meta.comparable)}.</li>")
+            index = ["generator", "edit", "group"] if rows["edit"].ne("").any() else ["generator", "group"]
+            wide = rows.pivot_table(index=index, columns="metric", values="cell", aggfunc="first")
+            wide.columns = [meta.shown_label + " " + meta.arrow]
+            parts.append(_table(wide.reset_index()))
+        parts.append("<ul class='muted'>" + "".join(notes) + "</ul>")
+    return parts
+
+
+def run(folder: AuditFolder, settings: Settings) -> StageResult:
+    problems = disagreements(folder.path, skip=(NAME,))
+    if problems:
+        raise ValueError(f"{folder.path}: the stage files disagree ({'; '.join(problems)}); "
+                         "rerun `faceaudit audit` to bring every stage up to date before reporting")
+    f = _read(folder)
+    metrics, manifest, meta = f["metrics"], folder.manifest, folder.meta
+    body = [f"<h1>faceaudit report</h1><p class='muted'>{html.escape(str(folder.path.resolve()))} &middot; "
+            f"{len(manifest)} images ({int((manifest.role == 'generated').sum())} generated, "
+            f"{int((manifest.role == 'reference').sum())} reference) &middot; source: "
+            f"{html.escape(str(meta.get('source', 'pipeline')))}</p>"]
+    random = _random_weights(folder)
+    if random:
+        body.append("<div class='warning'><b>Random encoder weights.</b> This audit embedded faces with untrained "
+                    f"networks ({html.escape('; '.join(random))}): its numbers say nothing about faces.</div>")
+    body.append("<h2>Headline findings</h2>")
+    body += [f"<div class='finding'>{s}</div>" for s in findings(metrics, f.get("contrasts_parquet"),
+                                                                 f.get("disparity_json"), f.get("selection_summary_parquet"))]
+    warned = metrics[metrics.warning.fillna("").ne("") & metrics.metric.map(lambda m: catalogue.info(m).rankable)]
+    if len(warned):
+        body.append("<div class='warning'>Some per-group numbers carry warnings (⚠ in the tables): "
+                    + html.escape("; ".join(sorted(set(f"{r.metric} {r.group}: {r.warning}" for r in warned.itertuples()))[:6]))
+                    + "</div>")
+    body.append("<h2>Per-group metrics</h2><p class='muted'>Each value with its "
+                f"{int(100 * metrics.confidence.iloc[0])}% interval of the estimand stated under its table. "
+                "Arrows: which direction is better.</p>")
+    body += _metric_tables(metrics[metrics.group != "all"])
+    body.append("<h2>Disparities</h2>")
+    for name in (catalogue.HEADLINE, "fd_audit", "verification_same_group", "coverage"):
+        sub = metrics[(metrics.metric == name) & (metrics.group != "all") & (metrics.edit == "")].copy()
+        if len(sub):
+            meta_m = catalogue.info(name)
+            for col in ("value", "low", "high"):
+                sub[col] = sub[col] * meta_m.scale
+            sub["label"] = sub["group"] if sub.generator.nunique() == 1 else sub.generator + ": " + sub.group
+            body.append(_img(figures.forest(sub, meta_m.shown_label, f"{meta_m.shown_label} "
+                                                                      f"({'higher' if meta_m.higher_is_better else 'lower'} is better)")))
+    disparity = f.get("disparity_json")
+    if disparity is not None and "skipped" in disparity:
+        body.append(f"<p>Bayesian disparity model not fitted: {html.escape(disparity['skipped'])}.</p>")
+    elif disparity is not None:
+        post = pd.DataFrame(disparity["groups"]).rename(columns={"mean": "value", "hdi_low": "low", "hdi_high": "high"})
+        post["label"] = post["group"]
+        body.append(f"<p>Bayesian model: {html.escape(disparity.get('outcome', ''))}. Posterior means with "
+                    f"{int(100 * disparity.get('hdi_prob', 0.95))}% HDIs; P(worst) in the table.</p>")
+        for problem in disparity.get("diagnostics", {}).get("problems", []):
+            body.append(f"<div class='warning'>Disparity fit: {html.escape(problem)}</div>")
+        body.append(_img(figures.forest(post, "posterior group means (hierarchical model)", "rate")))
+        body.append(_table(post[["group", "n", "observed", "value", "low", "high", "p_worst"]]
+                           .rename(columns={"value": "mean", "low": "HDI low", "high": "HDI high"})))
+    selection = f.get("selection_summary_parquet")
+    if selection is not None:
+        evidence = str(selection["evidence"].iloc[0]) if "evidence" in selection else "per-group FD"
+        body.append("<h2>Why: the training mix</h2><p>Effective training share per group inferred from "
+                    f"{html.escape(evidence)} by the analytical model (90% HDI), and the expected FD of each group "
+                    "as its share changes.</p>")
+        problems = str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else ""
+        if problems:
+            body.append(f"<div class='warning'>Training-mix fit: {html.escape(problems)}</div>")
+        body.append(_table(selection[["generator", "group", "share_mean", "share_low", "share_high", "p_below_uniform",
+                                      "under_represented"]]))
+        if f.get("share_curves_parquet") is not None:
+            body.append(_img(figures.share_curves(f["share_curves_parquet"])))
+    if f.get("plan_parquet") is not None:
+        plan = f["plan_parquet"]
+        budget = f.get("plan_json", {}).get("budget", float("nan"))
+        body.append(f"<h2>A better training mix</h2><p>{budget:.0f} extra training images allocated to help the "
+                    "worst-served group most, against uniform and proportional allocations (expected FD).</p>")
+        body.append(_table(plan[["group", "share_now", "extra_images", "share_planned", "quality_now", "quality_uniform",
+                                 "quality_proportional", "quality_planned"]]))
+    body.append("<h2>Sample images</h2>" + _image_grid(folder, manifest))
+    body.append("<h2>Settings and versions</h2>")
+    records = {p.stem: json.loads(p.read_text()).get("settings") for p in sorted(folder.file(RECORDS).glob("*.json"))}
+    body.append("<pre>" + html.escape(json.dumps({"stages": records, "manifest": meta, "versions": _versions()},
+                                                  indent=2, default=str)) + "</pre>")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>faceaudit report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    atomic_write_text(folder.file(REPORT), page)
+    return StageResult((REPORT,), {"report": str(folder.file(REPORT).resolve())})
+
+
+def _image_grid(folder: AuditFolder, manifest: pd.DataFrame) -> str:
+    with_images = manifest[manifest["path"] != ""]
+    if with_images.empty:
+        return '<p class="muted">No images in this audit (simulated embeddings).</p>'
+    parts = []
+    for group, rows in with_images[with_images.role == "generated"].groupby("group"):
+        thumbs = []
+        for path in rows["path"].head(6):
+            data = folder.file(path).read_bytes()
+            thumbs.append(f'<img alt="{html.escape(group)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+        parts.append(f"<h3>{html.escape(group)}</h3><div class='grid'>{''.join(thumbs)}</div>")
+    return "".join(parts)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("faceaudit", "jax", "jaxlib", "numpyro", "arviz", "xarray", "pandas", "numpy", "scipy", "diffusers",
+                "open_clip_torch", "torch", "transformers", "dlib-bin"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,180 @@
+"""Per-group distribution and diversity metrics of one reference/generated pair of embedding
+sets, as tidy rows: the one path behind ``faceaudit metrics`` and the measure stage.
+
+Every row carries its estimand, the size it is defined at, an interval of that estimand
+and, where the number should not be used to rank groups, a warning that says why (the
+catalogue's words). The audit space (FD in the principal directions of all the faces) is
+built once per audit from the pooled reference and generated rows and shared by every
+group and generator, so their numbers compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from faceaudit import core
+from faceaudit.tables.catalogue import ALL, DEFAULT_EMBEDDING_METRICS, EMBEDDING_METRICS, info
+_PRDC = core.metrics.PRDC_OUTPUTS
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionSettings:
+    """How the distribution metrics are computed (validated when built)."""
+
+    metrics: tuple[str, ...] = DEFAULT_EMBEDDING_METRICS
+    confidence: float = 0.95
+    k: int = 5  # PRDC neighbourhood
+    interval: str = "jackknife"  # or basic / percentile / bca for size-independent metrics
+    bootstrap: int = 0  # replicates, for bootstrap intervals only
+    subsamples: int = 8  # random subsets averaged per group at the common size
+    common_size: int | None = None  # None: the smallest group's size (per set)
+    audit_ratio: int = 10  # the audit space keeps n >= ratio * k in every group
+    audit_max_dim: int = 64
+
+    def __post_init__(self):
+        unknown = [m for m in self.metrics if m not in EMBEDDING_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(EMBEDDING_METRICS)}")
+        if not self.metrics:
+            raise ValueError("no metrics requested")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
+        if self.interval not in ("jackknife", "basic", "percentile", "bca"):
+            raise ValueError(f"interval must be jackknife, basic, percentile or bca, got {self.interval!r}")
+        if self.interval != "jackknife" and self.bootstrap < 20:
+            raise ValueError(f"a {self.interval} bootstrap interval needs at least 20 replicates (--bootstrap), "
+                             f"got {self.bootstrap}; the default jackknife interval needs none")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+
+    def min_group_size(self) -> int:
+        """Rows every group needs in each set for every requested metric."""
+        need = 2
+        if any(m in _PRDC for m in self.metrics):
+            need = max(need, 2 * (self.k + 1))  # a jackknife half-sample keeps k + 1 rows
+        if "fd_audit" in self.metrics:
+            need = max(need, self.audit_ratio)  # k >= 1 audit dimension
+        return need
+
+
+def check_group_sizes(counts: dict[str, tuple[int, int]], settings: DistributionSettings, where: str) -> None:
+    """Refuse, before any work, a group too small for a requested metric (naming it)."""
+    need = settings.min_group_size()
+    for group, (n_ref, n_gen) in sorted(counts.items()):
+        for set_name, n in (("reference", n_ref), ("generated", n_gen)):
+            if n < need:
+                raise ValueError(f"{where}: group {group!r} has {n} {set_name} embedding(s); "
+                                 f"{', '.join(settings.metrics)} need at least {need} per group and set")
+
+
+def audit_space(reference: np.ndarray, generated: np.ndarray, group_sizes, settings: DistributionSettings):
+    """The audit space of these sets: ``k = smallest group // ratio`` principal directions of
+    the pooled rows (reference and generated together: both sets' spreads are then
+    estimated from the data the FD is computed on alike, which keeps the projection's own
+    bias small; ``experiments/fd_bias.py`` measures it)."""
+    k = core.audit_dimension(group_sizes, reference.shape[1], ratio=settings.audit_ratio, max_dim=settings.audit_max_dim)
+    return core.audit_space(np.concatenate([reference, generated]), k)
+
+
+def _warning(name: str, est: core.GroupEstimates, i: int, dim: int) -> str:
+    if name == "fd":
+        return "biased: grows as 1/n; not comparable across groups"
+    notes = []
+    n = int(min(est.n_x[i], est.n_y[i]))
+    if name == "fd_unbiased" and n < 10 * dim:
+        notes.append(f"n = {n} < 10 d = {10 * dim}: the first-order correction is out of range")
+    half = (est.high[i] - est.low[i]) / 2
+    if name in ("fd_unbiased", "fd_audit") and math.isfinite(est.bias[i]) and abs(est.bias[i]) > half:
+        notes.append(f"jackknife bias {est.bias[i]:.3g} exceeds half the interval")
+    return "; ".join(notes)
+
+
+def _rows(est: core.GroupEstimates, name: str, dim: int, one_sample: bool) -> list[dict]:
+    meta = info(name)
+    rows = []
+    for i, group in enumerate(est.groups):
+        low, high = meta.clip(float(est.low[i]), float(est.high[i]))
+        rows.append(dict(
+            group=group, metric=name, value=float(est.estimate[i]), low=low, high=high, se=float(est.se[i]),
+            df=float(est.df[i]), interval=est.interval, confidence=est.confidence,
+            n_reference=0 if one_sample else int(est.n_x[i]),
+            n_generated=int(est.n_x[i]) if one_sample else int(est.n_y[i]),
+            size_reference=0 if one_sample else int(est.size_x[i]),
+            size_generated=int(est.size_x[i]) if one_sample else int(est.size_y[i]),
+            estimand=meta.estimand, warning=_warning(name, est, i, dim),
+        ))
+    return rows
+
+
+def _evaluations(settings: DistributionSettings) -> list[tuple[str, object, str]]:
+    """``(name, metric object, data)``: metrics that share their work are one evaluation
+    (the four PRDC numbers; raw and corrected FD); ``data`` is ``"embedding"``,
+    ``"audit"`` (projected) or ``"generated"`` (one-sample)."""
+    asked = settings.metrics
+    out = []
+    fd = tuple(m for m in asked if m in core.metrics.FD_OUTPUTS)
+    prdc = tuple(m for m in asked if m in core.metrics.PRDC_OUTPUTS)
+    for name in asked:
+        if name in fd and name == fd[0]:
+            out.append(("fd", core.metrics.FD(fd), "embedding"))
+        elif name in prdc and name == prdc[0]:
+            out.append(("prdc", core.metrics.PRDC(settings.k, prdc), "embedding"))
+        elif name == "fd_audit":
+            out.append((name, core.metrics.FD(("fd_unbiased",)), "audit"))
+        elif name == "vendi":
+            out.append((name, core.metrics.Vendi(), "generated"))
+        elif name in ("mmd2", "cmmd"):
+            out.append((name, core.metrics.group_metric(name), "embedding"))
+    return out
+
+
+def distribution_rows(key, reference, reference_groups, generated, generated_groups,
+                      settings: DistributionSettings, space=None, *, overall: bool = True) -> list[dict]:
+    """Rows of every requested metric for every group, and with ``overall`` for all rows
+    together as group ``"all"`` (size-independent metrics only: a size-dependent one is
+    defined at the groups' common size, which says little about the pooled set).
+
+    Args:
+        key: PRNG key (subsets, resampling).
+        reference, generated: ``(n, d)`` embeddings; *_groups: their labels.
+        settings: what to compute.
+        space: the audit space for ``fd_audit`` (default: built from these sets).
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    generated = np.asarray(generated, dtype=np.float64)
+    ref_groups, gen_groups = np.asarray(reference_groups), np.asarray(generated_groups)
+    names = sorted(set(ref_groups))
+    counts = {g: (int(np.sum(ref_groups == g)), int(np.sum(gen_groups == g))) for g in names}
+    ref_common = settings.common_size or min(c[0] for c in counts.values())
+    gen_common = settings.common_size or min(c[1] for c in counts.values())
+    if "fd_audit" in settings.metrics and space is None:
+        space = audit_space(reference, generated, [n for c in counts.values() for n in c], settings)
+    data = {"embedding": (reference, generated), "generated": (generated, None)}
+    if "fd_audit" in settings.metrics:
+        data["audit"] = (space.project(reference), space.project(generated))
+    rows: list[dict] = []
+    for index, (name, metric, source) in enumerate(_evaluations(settings)):
+        labelings = [(ref_groups, gen_groups)]
+        if overall and not metric.size_dependent:
+            labelings.append((np.full(len(reference), ALL), np.full(len(generated), ALL)))
+        x, y = data[source]
+        dim = space.dim if source == "audit" else reference.shape[1]
+        k = jax.random.fold_in(key, index)
+        for lx, ly in labelings:
+            options = dict(key=k, confidence=settings.confidence)
+            if metric.size_dependent:
+                options.update(subsamples=settings.subsamples,
+                               common_size=gen_common if source == "generated" else (ref_common, gen_common))
+            else:
+                options.update(interval=settings.interval, num_bootstrap=settings.bootstrap)
+            result = (core.by_group(metric, x, ly, **options) if source == "generated"
+                      else core.by_group(metric, x, lx, y, ly, **options))
+            results = result if isinstance(result, dict) else {metric.outputs[0]: result}
+            for out_name, est in results.items():
+                shown = "fd_audit" if source == "audit" else out_name
+                rows += _rows(est._replace(metric=shown), shown, dim, source == "generated")
+    return rows
