@@ -28,7 +28,6 @@ world's truth (``plugin``), because FD and MMD estimators are biased or bias-cor
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax

@@ -26,7 +26,6 @@ verification closed form applies): ``mu_g = race effect + gender effect``, real 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tomllib
 from pathlib import Path
 
