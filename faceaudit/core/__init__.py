@@ -23,6 +23,7 @@ from ._frechet import (  # noqa: E402
     frechet_distance_from_stats,
     gaussian_stats,
     gaussian_stats_init,
+    gaussian_stats_merge,
     gaussian_stats_update,
 )
 from ._groups import (  # noqa: E402
@@ -135,6 +136,7 @@ __all__ = [
     "gaussian_mmd2",
     "gaussian_stats",
     "gaussian_stats_init",
+    "gaussian_stats_merge",
     "gaussian_stats_update",
     "generated_spread",
     "group_contrast",

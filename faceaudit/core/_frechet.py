@@ -78,18 +78,21 @@ def gaussian_stats_init(d: int) -> GaussianStats:
     )
 
 
+def _combine(a: GaussianStats, b: GaussianStats) -> GaussianStats:
+    # Chan, Golub & LeVeque (1979): two sets' centred statistics combined; each is centred
+    # on its own mean, so no large sums of squares cancel.
+    count = a.count + b.count
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (b.count / count)
+    scatter = a.scatter + b.scatter + jnp.outer(delta, delta) * (a.count * b.count / count)
+    return GaussianStats(count, mean, scatter)
+
+
 @jax.jit
 def _merge(stats: GaussianStats, x: Features) -> GaussianStats:
-    # Chan, Golub & LeVeque (1979): merge a batch's centred statistics into the running
-    # ones; the batch is centred on its own mean so no large sums of squares cancel.
     x = x.astype(STATS_DTYPE)
-    count_b = jnp.asarray(x.shape[0], STATS_DTYPE)
     mean_b, scatter_b = _linalg.mean_scatter(x)
-    count = stats.count + count_b
-    delta = mean_b - stats.mean
-    mean = stats.mean + delta * (count_b / count)
-    scatter = stats.scatter + scatter_b + jnp.outer(delta, delta) * (stats.count * count_b / count)
-    return GaussianStats(count, mean, scatter)
+    return _combine(stats, GaussianStats(jnp.asarray(x.shape[0], STATS_DTYPE), mean_b, scatter_b))
 
 
 def gaussian_stats_update(stats: GaussianStats, x: Features) -> GaussianStats:
@@ -98,6 +101,27 @@ def gaussian_stats_update(stats: GaussianStats, x: Features) -> GaussianStats:
     if x.shape[1] != stats.mean.shape[0]:
         raise ValueError(f"batch has {x.shape[1]} columns but the statistics are {stats.mean.shape[0]}-dimensional")
     return _merge(stats, x)
+
+
+def gaussian_stats_merge(*shards: GaussianStats) -> GaussianStats:
+    """The statistics of the union of disjoint shards, from each shard's statistics alone
+    (e.g. computed where its embeddings were made): the same numbers as one pass over all
+    rows, to rounding, so FD over shards never moves the embeddings."""
+    if not shards:
+        raise ValueError("gaussian_stats_merge needs at least one GaussianStats")
+    for i, s in enumerate(shards):
+        if not isinstance(s, GaussianStats):
+            raise TypeError(f"shard {i} must be GaussianStats, got {type(s).__name__}")
+        if s.mean.shape != shards[0].mean.shape:
+            raise ValueError(f"shard {i} is {s.mean.shape[0]}-dimensional, shard 0 {shards[0].mean.shape[0]}-dimensional")
+    merged = shards[0]
+    for s in shards[1:]:
+        if float(s.count) > 0:
+            merged = s if float(merged.count) == 0 else _combine_jit(merged, s)
+    return merged
+
+
+_combine_jit = jax.jit(_combine)
 
 
 def gaussian_stats(x: Features) -> GaussianStats:

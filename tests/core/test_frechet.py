@@ -100,3 +100,22 @@ def test_unbiased_fd_of_identical_distribution_is_near_zero(rng):
     x, y = rng.normal(size=(2000, 6)), rng.normal(size=(2000, 6))
     assert abs(float(fc.frechet_distance(x, y, unbiased=True))) < float(fc.frechet_distance(x, y)) / 5
     assert float(fc.frechet_distance(x, y)) == pytest.approx(ref.frechet_distance(x, y), rel=FLOAT64_REFERENCE)
+
+
+def test_shard_statistics_merge_to_the_one_pass_statistics_and_fd(rng):
+    """Three shards of unequal size (one far from the others' mean) merged (Chan) against a
+    float64 numpy mean and scatter of all rows, and the FD of the merge against one pass."""
+    shards = [rng.normal(size=(n, 6)) + shift for n, shift in ((40, 0.0), (7, 50.0), (120, -3.0))]
+    everything = np.concatenate(shards)
+    merged = fc.gaussian_stats_merge(*(fc.gaussian_stats(s) for s in shards), fc.gaussian_stats_init(6))
+    centred = everything - everything.mean(0)
+    assert float(merged.count) == len(everything)
+    np.testing.assert_allclose(merged.mean, everything.mean(0), rtol=FLOAT64_REFERENCE, atol=0)
+    np.testing.assert_allclose(merged.scatter, centred.T @ centred, rtol=FLOAT64_REFERENCE, atol=1e-9)
+    other = fc.gaussian_stats(rng.normal(size=(90, 6)))
+    np.testing.assert_allclose(fc.frechet_distance_from_stats(merged, other),
+                               fc.frechet_distance_from_stats(fc.gaussian_stats(everything), other), rtol=FLOAT64_REFERENCE)
+    with pytest.raises(ValueError, match="shard 1 is 5-dimensional"):
+        fc.gaussian_stats_merge(merged, fc.gaussian_stats(rng.normal(size=(10, 5))))
+    with pytest.raises(TypeError, match="shard 0 must be GaussianStats"):
+        fc.gaussian_stats_merge(everything)
