@@ -43,6 +43,8 @@ class AuditSettings:
     interval: str = "jackknife"
     bootstrap: int = 0
     clip: str = "ViT-B-32"  # image audits: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a path, or "random")
+    ray: str | None = None  # generate and embed on Ray actors at this address (None: the spec's [ray])
+    ray_workers: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,9 @@ def steps(settings: AuditSettings) -> list[Step]:
         from faceaudit.files.spec import load_spec
 
         spec = load_spec(settings.spec)
-        out += [Step(generate, generate.Settings(Path(settings.spec))), Step(embed, embed.Settings(spec.encoders))]
+        sharding = spec.ray.override(settings.ray, settings.ray_workers)
+        out += [Step(generate, generate.Settings(Path(settings.spec), sharding)),
+                Step(embed, embed.Settings(spec.encoders, sharding))]
     elif settings.images is not None:
         from faceaudit.files.spec import EncoderSpec
 

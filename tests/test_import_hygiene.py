@@ -46,6 +46,12 @@ def test_the_report_reads_files_without_statistics_or_plotting_at_import():
     assert _modules_after("import faceaudit.stages.report", ("jax", "numpyro", "torch", "matplotlib.pyplot")) == []
 
 
+def test_generation_and_embedding_import_ray_only_when_sharded():
+    """Ray is an optional extra: the torch layer and its stages import it inside --ray runs only."""
+    modules = "faceaudit.torch_layer.generate, faceaudit.torch_layer.embed, faceaudit.stages.generate, faceaudit.stages.embed"
+    assert _modules_after(f"import {modules}", ("ray",)) == []
+
+
 def test_cli_help_is_light():
     """`faceaudit --help` imports no jax, torch or numpyro (commands import what they need)."""
     assert _modules_after("import faceaudit.cli", ("jax", "torch", "numpyro", "arviz")) == []

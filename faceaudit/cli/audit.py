@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from faceaudit.cli.app import app, bold, console, failing
+from faceaudit.cli.stages import RayAddress, RayWorkers
 
 
 @app.command()
@@ -27,6 +28,8 @@ def audit(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates (bootstrap intervals only).")] = 0,
     force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage (repeat for more; 'all' for every one).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the inputs, say which stages would run and why, run nothing.")] = False,
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """The whole audit in one command: simulate (or generate from a spec, or read your
     images) -> embed -> measure -> disparity -> explain -> plan -> report. A stage runs only
@@ -40,7 +43,7 @@ def audit(
     settings = pipeline.AuditSettings(out=out, seed=seed, draws=draws, chains=chains, simulate_config=simulate_config,
                                       force=tuple(force or ()), spec=spec_path, images=images, manifest=manifest,
                                       training_size=training_size, plan_budget=plan_budget, interval=interval,
-                                      bootstrap=bootstrap, clip=clip)
+                                      bootstrap=bootstrap, clip=clip, ray=ray, ray_workers=ray_workers)
     with failing():
         if dry_run:
             pipeline.preflight(settings)

@@ -13,6 +13,10 @@ import typer
 from faceaudit.cli.app import app, bold, console, failing, table, warn
 
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray", metavar="ADDRESS", help="Shard the work over Ray actors: 'local' starts Ray here, 'auto' or "
+    "ray://head:10001 joins a cluster (default: the spec's [ray]; needs faceaudit[ray]).")]
+RayWorkers = Annotated[int | None, typer.Option("--ray-workers", help="Ray actors, one model each (default: the spec's [ray].workers).")]
 
 
 def _run(folder: Path, module, settings):
@@ -48,13 +52,17 @@ def simulate(
 def generate(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Audit spec (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Audit folder: images/, manifest.parquet.")] = Path("faceaudit-out"),
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """Generate every image of the spec (sources, counterfactuals across groups with shared
-    seeds, SEGA edits of each named identity) with diffusers; resumable and reproducible."""
+    seeds, SEGA edits of each named identity) with diffusers, batch_size images per call;
+    resumable and reproducible, here or sharded over Ray actors (--ray)."""
+    from faceaudit.files.spec import load_spec
     from faceaudit.stages import generate as stage
 
     with failing():
-        settings = stage.Settings(spec_path)
+        settings = stage.Settings(spec_path, load_spec(spec_path).ray.override(ray, ray_workers))
         stage.preflight(settings)
         result = _run(out, stage, settings)
     console.print(f"{result.summary['images']} images -> {out / 'manifest.parquet'}")
@@ -67,12 +75,14 @@ def embed(
     images: Annotated[Path | None, typer.Option(help="A folder of your own images (with --manifest).")] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV/Parquet: path, role, group columns of --images.")] = None,
     clip: Annotated[str, typer.Option(help="Without a spec: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a checkpoint path, or 'random' for tests).")] = "ViT-B-32",
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """Embed every image with open_clip (image + prompts), dlib (face detection + 128-d
     descriptor) and any DINOv2 encoder of the spec; images already embedded by the same
     encoder and preprocessing are skipped. Encoders use real pretrained weights, or the
     command refuses before any work and says how to pass a local checkpoint."""
-    from faceaudit.files.spec import EncoderSpec, load_spec
+    from faceaudit.files.spec import EncoderSpec, RaySpec, load_spec
     from faceaudit.stages import embed as stage
     from faceaudit.stages import ingest
 
@@ -80,11 +90,12 @@ def embed(
         if (images is None) != (manifest is None):
             raise ValueError("--images and --manifest go together")
         if spec_path is not None:
-            encoders = load_spec(spec_path).encoders
+            spec = load_spec(spec_path)
+            encoders, sharding = spec.encoders, spec.ray
         else:
             arch, _, pretrained = clip.partition(":")
-            encoders = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib"))
-        settings = stage.Settings(tuple(encoders))
+            encoders, sharding = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib")), RaySpec()
+        settings = stage.Settings(tuple(encoders), sharding.override(ray, ray_workers))
         for line in stage.preflight(settings):
             console.print(f"weights: {line}")
         if images is not None:

@@ -136,10 +136,13 @@ def read_netcdf(path: str | Path, *, stage: str | None = None, inference_data: b
         raise StageFileError(f"{path} is not a readable netCDF file ({type(err).__name__}){_redo(stage)}") from None
 
 
-def progress_bar(items, label: str):
-    """A tqdm bar over ``items`` on an interactive terminal (or with FACEAUDIT_PROGRESS=1)."""
+def progress_bar(items, label: str, total: int | None = None):
+    """A tqdm bar over ``items`` on an interactive terminal (or with FACEAUDIT_PROGRESS=1);
+    with ``total``, ``items`` may be a stream (results as workers finish them)."""
     from tqdm import tqdm
 
-    items = list(items)
+    if total is None:
+        items = list(items)
+        total = len(items)
     quiet = not sys.stderr.isatty() and not os.environ.get("FACEAUDIT_PROGRESS")
-    return tqdm(items, desc=label, leave=False, disable=quiet)
+    return tqdm(items, desc=label, total=total, leave=False, disable=quiet)

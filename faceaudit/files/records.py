@@ -81,8 +81,12 @@ def remove_record(folder: Path, stage: str) -> None:
 
 
 def jsonable(settings) -> dict:
-    """A settings dataclass as plain JSON values (paths as strings, tuples as lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(settings), default=str))
+    """A settings dataclass as plain JSON values (paths as strings, tuples as lists), less
+    the fields that say how a stage runs rather than what it computes
+    (``metadata={"record": False}``, e.g. the Ray cluster it runs on)."""
+    kept = {f.name for f in dataclasses.fields(settings) if f.metadata.get("record", True)}
+    values = {k: v for k, v in dataclasses.asdict(settings).items() if k in kept}
+    return json.loads(json.dumps(values, default=str))
 
 
 def why_stale(folder: Path, stage: str, version: str, settings: dict, inputs: list) -> str | None:

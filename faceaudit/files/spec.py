@@ -54,7 +54,8 @@ edit_method = "sega"              # sega | ledits | none
 edit_guidance = 5.0
 edit_warmup = 5
 edit_threshold = 0.95
-batch_size = 4
+batch_size = 4                    # images per pipeline call (one seeded torch.Generator per image)
+threads = 0                       # CPU only: torch threads (0: torch's default); fix it for byte-identical renders everywhere
 
 [[encoders]]
 kind = "clip"                     # open_clip image and text encoder
@@ -74,6 +75,12 @@ kind = "dlib"                     # face detector + 128-d descriptor (face-recog
 [reference]                       # optional real images to compare with
 images = ""                       # folder
 manifest = ""                     # CSV/Parquet: path plus one column per group attribute
+
+[ray]                             # optional: shard generate and embed over a Ray cluster (pip install "faceaudit[ray]")
+address = ""                      # "" off; "local" starts one here; "auto" or "ray://head:10001" joins a cluster
+workers = 2                       # actors, each holding one pipeline (or encoder)
+gpus_per_worker = 1.0             # used when the model's device is cuda
+cpus_per_worker = 1.0
 '''
 
 
@@ -95,7 +102,30 @@ class GeneratorSpec:
     edit_guidance: float = 5.0
     edit_warmup: int = 5
     edit_threshold: float = 0.95
-    batch_size: int = 4
+    batch_size: int = 4  # images per pipeline call
+    threads: int = 0  # CPU torch threads (0: torch's default); CPU kernels round differently per thread count
+
+
+@dataclasses.dataclass(frozen=True)
+class RaySpec:
+    """Where and how wide generate and embed run on Ray (execution only: results do not
+    depend on it, so it is not part of a stage's record)."""
+
+    address: str = ""  # "" off; "local": start a local instance; "auto" / "ray://head:10001": join a cluster
+    workers: int = 2  # actors, each holding one pipeline or encoder
+    gpus_per_worker: float = 1.0  # used when the model's device is a GPU
+    cpus_per_worker: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def override(self, address: str | None = None, workers: int | None = None) -> RaySpec:
+        """This spec with the command line's ``--ray ADDRESS`` / ``--ray-workers N`` applied."""
+        if workers is not None and workers < 1:
+            raise SpecError(f"--ray-workers must be at least 1, got {workers}")
+        return dataclasses.replace(self, address=self.address if address is None else address,
+                                   workers=self.workers if workers is None else workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +154,7 @@ class AuditSpec:
     group_images: int = 8
     reference_images: str = ""
     reference_manifest: str = ""
+    ray: RaySpec = RaySpec()
     source: str = "<spec>"
 
     def group_grid(self) -> list[dict[str, str]]:
@@ -187,7 +218,7 @@ def load_spec(path: str | Path) -> AuditSpec:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{source}: not valid TOML: {err}") from None
-    _check_keys(raw, {"audit", "groups", "edits", "generators", "encoders", "reference"}, "the top level", source)
+    _check_keys(raw, {"audit", "groups", "edits", "generators", "encoders", "reference", "ray"}, "the top level", source)
     audit = dict(raw.get("audit", {}))
     allowed = {"name", "identities_per_group", "identity_list", "seeds_per_identity", "templates", "group_template",
                "group_images"}
@@ -215,6 +246,7 @@ def load_spec(path: str | Path) -> AuditSpec:
             raise SpecError(f"{source}: {where}.resolution must be a multiple of 8, got {g.resolution}")
         _positive(g.steps, f"{where}.steps", source)
         _positive(g.batch_size, f"{where}.batch_size", source)
+        _positive(g.threads, f"{where}.threads", source, minimum=0)
     if len({g.name for g in generators}) < len(generators):
         raise SpecError(f"{source}: generator names must be distinct")
     encoders = tuple(_build(EncoderSpec, e, f"[[encoders]][{i}]", source) for i, e in enumerate(raw.get("encoders", [])))
@@ -227,6 +259,10 @@ def load_spec(path: str | Path) -> AuditSpec:
             raise SpecError(f"{source}: [[encoders]][{i}].batch_size and .workers must be >= 0")
         if e.kind == "clip" and not e.architecture:
             raise SpecError(f"{source}: [[encoders]][{i}] (clip) needs an architecture, e.g. \"ViT-B-32\"")
+    ray = _build(RaySpec, raw.get("ray", {}), "[ray]", source)
+    _positive(ray.workers, "[ray].workers", source)
+    if ray.gpus_per_worker < 0 or ray.cpus_per_worker < 0:
+        raise SpecError(f"{source}: [ray].gpus_per_worker and .cpus_per_worker must be >= 0")
     reference = raw.get("reference", {})
     _check_keys(reference, {"images", "manifest"}, "[reference]", source)
     for key in ("identities_per_group", "seeds_per_identity", "group_images"):
@@ -237,7 +273,7 @@ def load_spec(path: str | Path) -> AuditSpec:
             audit[key] = tuple(audit[key])
     spec = AuditSpec(name=audit.pop("name", path.stem), groups={k: tuple(v) for k, v in groups.items()}, edits=dict(edits),
                      generators=generators, encoders=encoders, reference_images=reference.get("images", ""),
-                     reference_manifest=reference.get("manifest", ""), source=source, **audit)
+                     reference_manifest=reference.get("manifest", ""), ray=ray, source=source, **audit)
     for template in (*spec.templates, spec.group_template):
         try:
             render(template, spec.group_grid()[0], "Name")

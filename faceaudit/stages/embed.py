@@ -2,16 +2,18 @@
 
 Stores are keyed by encoder, preprocessing and image hash, so a rerun embeds only what is
 missing; ``embeddings/index.json`` says which encoder serves which role (distribution,
-text, identity, similarity).
+text, identity, similarity). With ``ray`` the image batches run on Ray actors (the
+encoder is also built here, on the CPU, for its ids and the prompts).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.manifest import MANIFEST
-from faceaudit.files.spec import EncoderSpec
+from faceaudit.files.spec import EncoderSpec, RaySpec
 from faceaudit.files.store import INDEX, EmbeddingStore, read_index
 from faceaudit.stages import StageResult
 
@@ -23,6 +25,7 @@ DEFAULT_ENCODERS = (EncoderSpec("clip", "ViT-B-32"), EncoderSpec("dlib"))
 @dataclasses.dataclass(frozen=True)
 class Settings:
     encoders: tuple[EncoderSpec, ...] = DEFAULT_ENCODERS
+    ray: RaySpec | None = dataclasses.field(default=None, metadata={"record": False})
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
@@ -44,13 +47,17 @@ def preflight(settings: Settings) -> list[str]:
 
 
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
-    from faceaudit.torch_layer.embed import embed
+    from faceaudit.torch_layer.embed import batch_size_for, embed
     from faceaudit.torch_layer.encoders import build_encoder
 
     counts = {}
+    sharded = settings.ray is not None and settings.ray.enabled
     for spec in settings.encoders:  # one at a time: a GPU holds one model, not all of them
-        encoder = build_encoder(spec, device=spec.device)
-        counts.update(embed(folder, [encoder], batch_size=spec.batch_size, workers=spec.workers))
+        encoder = build_encoder(spec, device="cpu" if sharded else spec.device)
+        counts.update(embed(folder, [encoder], batch_size=batch_size_for(spec.batch_size, spec.device),
+                            workers=spec.workers, ray=settings.ray,
+                            builders=[functools.partial(build_encoder, spec, spec.device)],
+                            use_gpu=spec.device.startswith("cuda")))
         del encoder
     index = read_index(folder.path)
     stores = sorted({f"embeddings/{EmbeddingStore(folder.path, e['encoder'], e['preprocessing']).folder.name}"

@@ -2,7 +2,8 @@
 
 Resumable and reproducible: a job's image is named by its content hash and recorded in a
 Parquet part as soon as it exists, so a rerun skips finished jobs and a killed run loses
-at most the batch in flight. Ends by consolidating the parts into ``manifest.parquet``.
+at most the batches in flight. Ends by consolidating the parts into ``manifest.parquet``.
+With ``ray`` (or the spec's ``[ray]``) the batches run on a pool of Ray actors.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.manifest import MANIFEST
-from faceaudit.files.spec import load_spec
+from faceaudit.files.spec import RaySpec, load_spec
 from faceaudit.stages import StageResult
 
 NAME = "generate"
@@ -22,6 +23,7 @@ DESCRIBE = "generate images and edits with diffusers"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     spec: Path
+    ray: RaySpec | None = dataclasses.field(default=None, metadata={"record": False})  # None: the spec's [ray]
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
@@ -51,5 +53,5 @@ def preflight(settings: Settings) -> None:
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
     from faceaudit.torch_layer.generate import generate
 
-    manifest = generate(load_spec(settings.spec), folder.path)
+    manifest = generate(load_spec(settings.spec), folder.path, ray=settings.ray)
     return StageResult((MANIFEST,), {"images": len(manifest)})

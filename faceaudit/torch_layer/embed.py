@@ -6,17 +6,22 @@ batch written atomically as its own part (a killed run resumes). Images are deco
 preprocessed by a ``torch.utils.data.DataLoader`` (``workers`` processes, so decoding
 overlaps the encoder on a GPU). CLIP encoders also embed every prompt, edit phrase and
 target caption (a text store keyed by the text's hash). ``embeddings/index.json`` records
-which encoder serves which role of the audit.
+which encoder serves which role of the audit. With a Ray pool (``ray``) the image batches
+go to actors that each build the encoder once and write the same parts
+(``faceaudit.torch_layer.sharded``); the texts (a few hundred prompts) stay here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.images import load_rgb
 from faceaudit.files.io import progress_bar
+from faceaudit.files.spec import RaySpec
 from faceaudit.files.store import EmbeddingStore, edit_target, index_entry, read_index, text_key, write_index
 
 DEFAULT_BATCH = {"cpu": 16, "cuda": 64}
@@ -53,9 +58,32 @@ def _batches(paths: list[Path], encoder, batch_size: int, workers: int):
     yield from loader
 
 
+@dataclasses.dataclass
+class ImageEmbedder:
+    """An encoder built once by ``build`` (in a Ray actor), embedding batches of
+    ``(image hash, file)`` into its store."""
+
+    build: Callable
+    root: Path
+
+    def __post_init__(self):
+        self.encoder = self.build()
+        self.store = EmbeddingStore(self.root, self.encoder.encoder_id, self.encoder.preprocessing_id)
+
+    def __call__(self, batch: list[tuple[str, Path]]) -> int:
+        prepared = _collate([self.encoder.prepare(load_rgb(path)) for _, path in batch])
+        vectors, found = self.encoder.embed_batch(prepared)
+        self.store.write([h for h, _ in batch], vectors, found)
+        return len(batch)
+
+
 def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: int = 0,
-          progress: Callable = progress_bar) -> dict[str, int]:
-    """Embed what is missing; record each encoder's roles; return how many images each computed."""
+          progress: Callable = progress_bar, ray: RaySpec | None = None, builders: Sequence[Callable] = (),
+          use_gpu: bool = False) -> dict[str, int]:
+    """Embed what is missing; record each encoder's roles; return how many images each computed.
+
+    With ``ray`` enabled, ``builders[i]`` (picklable, no arguments) rebuilds ``encoders[i]``
+    in each actor (on a GPU when ``use_gpu``)."""
     manifest = folder.manifest
     missing_files = [p for p in manifest["path"] if p and not folder.file(p).is_file()]
     if missing_files:
@@ -67,7 +95,7 @@ def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: 
                          "a simulated audit is embedded already")
     computed = {}
     roles = read_index(folder.path)
-    for encoder in encoders:
+    for k, encoder in enumerate(encoders):
         store = EmbeddingStore(folder.path, encoder.encoder_id, encoder.preprocessing_id)
         done = store.done()
         todo = manifest[~manifest["image_id"].isin(done)].drop_duplicates("image_id")
@@ -75,7 +103,16 @@ def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: 
         paths = [folder.file(p) for p in todo["path"]]
         ids = list(todo["image_id"])
         chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
-        if chunks:  # the bar counts batches; the loader streams them (decoding ahead in its workers)
+        if chunks and ray is not None and ray.enabled:
+            from faceaudit.torch_layer.sharded import run_batches
+
+            pairs = list(zip(ids, paths))
+            work = [pairs[i:i + size] for i in range(0, len(pairs), size)]  # the same batches as here
+            embedder = functools.partial(ImageEmbedder, builders[k], folder.path)
+            finished = run_batches(ray, embedder, work, use_gpu=use_gpu)
+            for _ in progress(finished, f"embed {encoder.encoder_id}", total=len(work)):
+                pass
+        elif chunks:  # the bar counts batches; the loader streams them (decoding ahead in its workers)
             bar = progress(range(len(chunks)), f"embed {encoder.encoder_id}")
             for hashes, batch, _ in zip(chunks, _batches(paths, encoder, size, workers), bar):
                 vectors, found = encoder.embed_batch(batch)

@@ -124,11 +124,15 @@ class ClipEncoder:
 
         self.torch = torch
         weights = clip_weights(architecture, pretrained)
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                architecture, pretrained=None if weights == RANDOM else weights, device=device)
-        except (RuntimeError, ValueError, FileNotFoundError, OSError) as err:
-            raise ValueError(f"open_clip cannot build {architecture!r} with pretrained={weights!r}: {err}") from None
+        # Random weights from a fixed seed: every process (a rerun, a Ray actor) builds the same
+        # model, so one store never mixes embeddings of two different random models.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    architecture, pretrained=None if weights == RANDOM else weights, device=device)
+            except (RuntimeError, ValueError, FileNotFoundError, OSError) as err:
+                raise ValueError(f"open_clip cannot build {architecture!r} with pretrained={weights!r}: {err}") from None
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(architecture)

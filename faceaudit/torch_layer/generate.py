@@ -1,20 +1,34 @@
 """Generate faces from an audit spec with any diffusers pipeline, and their attribute edits.
 
 One *job* is one (generator, group, identity, seed[, edit]) image. A job's id is a hash of
-those fields, so the job list is the same on every run; an image is written as
-``images/<generator>/<content hash>.png`` (atomic), then its manifest row goes into a
-per-batch Parquet part under ``generate-parts/`` (atomic). A rerun skips jobs whose rows
-exist; a killed run loses at most the batch in flight and duplicates nothing (an image
-regenerated from the same seed has the same bytes, hence the same name). At the end the
-parts are consolidated into ``manifest.parquet``.
+those fields, so the job list is the same on every run. Jobs go through the pipeline in
+*batches*: jobs that share an edit setting (no edit, or one SEGA phrase), ``batch_size``
+at a time, as one call with a list of prompts and one seeded ``torch.Generator`` per image,
+so each image depends on its own seed only (never on its neighbours in the batch). The cut
+into batches follows from the spec alone, so an uninterrupted, a resumed and a Ray-sharded
+run make the same calls and write the same bytes. A batch's images are written as
+``images/<generator>/<content hash>.png`` (atomic), then its manifest rows as one Parquet
+part under ``generate-parts/`` named by its jobs (atomic). A rerun skips jobs whose rows
+exist; a killed run loses at most the batches in flight and duplicates nothing. At the end
+the parts are consolidated into ``manifest.parquet``.
+
+Floating point: a convolution's rounding depends on the batch's shape (and, on a CPU, on
+the thread count), so a batched image can differ from a one-at-a-time render of the same
+seed by one grey level in a few pixels; the tests bound it. Bytes are identical wherever
+the batches, the device and (on a CPU) ``threads`` are.
 
 Edits use semantic guidance (SEGA, ``SemanticStableDiffusionPipeline``) from the source
 image's prompt and seed, so source and edit form a pair; ``edit_method = "none"`` skips
 them. Counterfactual images (same identity slot and seed, another group) share the seed.
+``--ray ADDRESS`` (or ``[ray]`` in the spec) hands the batches to a pool of Ray actors,
+one pipeline each (``faceaudit.torch_layer.sharded``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -26,7 +40,7 @@ import pandas as pd
 
 from faceaudit.files.io import atomic_write_bytes, progress_bar, write_parquet
 from faceaudit.files.manifest import MANIFEST, content_hash, group_label, write_manifest
-from faceaudit.files.spec import AuditSpec, GeneratorSpec
+from faceaudit.files.spec import AuditSpec, GeneratorSpec, RaySpec
 
 PARTS = "generate-parts"
 
@@ -81,53 +95,112 @@ def load_pipeline(generator: GeneratorSpec):
     return pipe.to(generator.device)
 
 
-def _render(pipe, generator: GeneratorSpec, job: dict):
+def batches(jobs: list[dict], generator: GeneratorSpec) -> list[list[dict]]:
+    """The jobs cut into pipeline calls: those that share an edit setting, in the order of the
+    list, ``batch_size`` at a time. Fixed by the spec alone, like the job list."""
+    by_edit: dict[str, list[dict]] = {}
+    for job in jobs:
+        by_edit.setdefault(job["edit"], []).append(job)
+    size = generator.batch_size
+    return [same[i:i + size] for same in by_edit.values() for i in range(0, len(same), size)]
+
+
+def render_batch(pipe, generator: GeneratorSpec, jobs: list[dict]) -> list:
+    """One pipeline call for jobs that share an edit setting; one image per job, in order."""
     import torch
 
-    rng = torch.Generator(device="cpu").manual_seed(int(job["seed"]))
-    kwargs = dict(prompt=job["prompt"], num_inference_steps=generator.steps, guidance_scale=generator.guidance,
-                  height=generator.resolution, width=generator.resolution, generator=rng)
-    if job["edit"]:
-        kwargs.update(editing_prompt=[job["edit_phrase"]], reverse_editing_direction=[False],
+    edits = {job["edit_phrase"] for job in jobs}
+    if len(edits) != 1:
+        raise ValueError(f"a batch shares one edit setting, got {sorted(edits)}")
+    phrase = edits.pop()
+    kwargs = dict(prompt=[job["prompt"] for job in jobs], num_inference_steps=generator.steps,
+                  guidance_scale=generator.guidance, height=generator.resolution, width=generator.resolution,
+                  generator=[torch.Generator(device="cpu").manual_seed(int(job["seed"])) for job in jobs])
+    if phrase:  # SEGA applies every editing prompt to every image of the call: one phrase per batch
+        kwargs.update(editing_prompt=[phrase], reverse_editing_direction=[False],
                       edit_guidance_scale=[generator.edit_guidance], edit_warmup_steps=[generator.edit_warmup],
                       edit_threshold=[generator.edit_threshold])
-    return pipe(**kwargs).images[0]
+    images = pipe(**kwargs).images
+    if len(images) != len(jobs):
+        raise RuntimeError(f"generator {generator.name!r}: the pipeline returned {len(images)} images for "
+                           f"{len(jobs)} prompts")
+    return images
 
 
-def generate(spec: AuditSpec, out: str | Path, *, pipeline_loader: Callable = load_pipeline,
-             progress: Callable = progress_bar) -> pd.DataFrame:
-    """Generate every job not yet done; consolidate and return the manifest."""
-    out = Path(out)
-    for generator in spec.generators:
-        jobs = expand_jobs(spec, generator)
-        done = set(_done(out)["job_id"])
-        todo = [j for j in jobs if j["job_id"] not in done]
-        if not todo:
-            continue
-        pipe = pipeline_loader(generator)
-        ids = {r.job_id: r.image_id for r in _done(out).itertuples()} if done else {}
-        batch: list[dict] = []
-        for job in progress(todo, f"generate {generator.name}"):
-            start = time.perf_counter()
-            image = _render(pipe, generator, job)
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """``threads`` torch threads inside (0: leave them), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclasses.dataclass
+class Renderer:
+    """One generator's pipeline, loaded once; called with a batch of jobs, it renders them
+    and writes their images and their part. Each Ray actor holds one."""
+
+    generator: GeneratorSpec
+    out: Path
+    loader: Callable = load_pipeline
+
+    def __post_init__(self):
+        self.pipe = self.loader(self.generator)
+
+    def __call__(self, jobs: list[dict]) -> int:
+        start = time.perf_counter()
+        images = render_batch(self.pipe, self.generator, jobs)
+        seconds = (time.perf_counter() - start) / len(jobs)
+        settings = json.dumps(dataclasses.asdict(self.generator), sort_keys=True)
+        rows = []
+        for job, image in zip(jobs, images):
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             data = buffer.getvalue()
             digest = content_hash(data)
-            rel = Path("images") / generator.name / f"{digest}.png"
-            atomic_write_bytes(out / rel, data)
-            ids[job["job_id"]] = digest
-            batch.append(dict(**job["attrs"], job_id=job["job_id"], image_id=digest, path=str(rel), role="generated",
-                              generator=generator.name, identity=job["identity"], identity_kind=job["identity_kind"],
-                              seed=int(job["seed"]), prompt=job["prompt"], edit=job["edit"], edit_phrase=job["edit_phrase"],
-                              source_id=ids.get(job.get("source_job", ""), ""),
-                              settings=json.dumps({k: v for k, v in vars(generator).items()}, sort_keys=True),
-                              seconds=time.perf_counter() - start))
-            if len(batch) >= generator.batch_size:
-                _write_part(out, batch)
-                batch = []
-        if batch:
-            _write_part(out, batch)
+            rel = Path("images") / self.generator.name / f"{digest}.png"
+            atomic_write_bytes(self.out / rel, data)
+            rows.append(dict(**job["attrs"], job_id=job["job_id"], image_id=digest, path=str(rel), role="generated",
+                             generator=self.generator.name, identity=job["identity"],
+                             identity_kind=job["identity_kind"], seed=int(job["seed"]), prompt=job["prompt"],
+                             edit=job["edit"], edit_phrase=job["edit_phrase"], source_job=job.get("source_job", ""),
+                             settings=settings, seconds=seconds))
+        _write_part(self.out, rows)  # last: a part exists only when all its images do
+        return len(rows)
+
+
+def generate(spec: AuditSpec, out: str | Path, *, pipeline_loader: Callable = load_pipeline,
+             progress: Callable = progress_bar, ray: RaySpec | None = None) -> pd.DataFrame:
+    """Generate every job not yet done (here, or on the Ray pool ``ray`` names);
+    consolidate and return the manifest."""
+    out = Path(out).resolve()
+    ray = ray or spec.ray
+    for generator in spec.generators:
+        done = set(_done(out)["job_id"])
+        todo = [[job for job in batch if job["job_id"] not in done] for batch in batches(expand_jobs(spec, generator), generator)]
+        todo = [batch for batch in todo if batch]
+        if not todo:
+            continue
+        label = f"generate {generator.name}"
+        if ray.enabled:
+            from faceaudit.torch_layer.sharded import run_batches
+
+            renderer = functools.partial(Renderer, generator, out, pipeline_loader)
+            finished = run_batches(ray, renderer, todo, use_gpu=generator.device.startswith("cuda"),
+                                   threads=generator.threads)
+            for _ in progress(finished, label, total=len(todo)):
+                pass
+            continue
+        with torch_threads(generator.threads):
+            render = Renderer(generator, out, pipeline_loader)
+            for batch in progress(todo, label):
+                render(batch)
     return consolidate(spec, out)
 
 
@@ -138,8 +211,11 @@ def _write_part(out: Path, rows: list[dict]) -> None:
 
 
 def consolidate(spec: AuditSpec, out: Path) -> pd.DataFrame:
-    """All parts (plus reference rows) -> ``manifest.parquet`` (one row per image)."""
+    """All parts (plus reference rows) -> ``manifest.parquet`` (one row per image); an edit's
+    ``source_id`` is its source job's image, wherever and whenever that was rendered."""
     rows = _done(out)
+    image_of = dict(zip(rows["job_id"], rows["image_id"]))
+    rows["source_id"] = [image_of.get(job, "") if job else "" for job in rows.pop("source_job")]
     keys = list(spec.groups)
     rows["group"] = group_label(rows, keys)
     from faceaudit.files.images import reference_rows
