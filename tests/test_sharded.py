@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from faceaudit.files.manifest import read_manifest
-from faceaudit.files.spec import load_spec
+from faceaudit.files.spec import RaySpec, load_spec
 from faceaudit.files.store import EmbeddingStore, read_index
 from faceaudit.torch_layer.generate import generate
 from tests.cli import run as cli
@@ -71,9 +71,12 @@ def single(spec, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray instance for the module's in-process runs (``--ray auto`` joins it)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from faceaudit.torch_layer.sharded import connect
+
+    connect(RaySpec(address="local"))
     yield
     ray.shutdown()
 

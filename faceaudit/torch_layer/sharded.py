@@ -14,6 +14,7 @@ This is no scheduler of our own: the pool is ``ray.util.ActorPool``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from faceaudit.files.spec import RaySpec
@@ -47,7 +48,12 @@ def connect(spec: RaySpec) -> bool:
         return False
     address = None if spec.address == "local" else spec.address
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with warnings.catch_warnings():
+            # Ray starts its services with subprocess.Popen(preexec_fn=...), which runs
+            # Python's fork hooks; JAX's hook then warns about forking a multithreaded
+            # process, but each child execs its service at once and never runs JAX.
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as err:
         raise ConnectionError(f"cannot reach the Ray cluster at {spec.address!r}: {err}") from None
     return True
