@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import scipy.linalg
 import pytest
 
 import faceaudit.core as fc
@@ -73,6 +74,25 @@ def test_singular_covariances_against_40_digit_reference(n_x, n_y, d, rng):
     assert float(fc.frechet_distance(x, y)) == pytest.approx(
         ref.frechet_distance_mpmath(x, y), rel=FLOAT64_REFERENCE
     )
+
+
+def test_repeated_rows_against_40_digit_reference(rng):
+    """n > d but fewer distinct rows than dimensions, as in every bootstrap replicate of a
+    group with n near d: the covariance is singular (Cholesky fails) and the pivoted
+    Cholesky route must match the 40-digit reference, alone and batched over replicates."""
+    from faceaudit.core import _linalg
+
+    x, y = _sets(rng, 15, 60, 24)
+    repeated = x[rng.integers(0, 15, 40)]
+    assert float(fc.frechet_distance(repeated, y)) == pytest.approx(ref.frechet_distance_mpmath(repeated, y),
+                                                                   rel=FLOAT64_REFERENCE)
+    s1, s2 = np.cov(repeated.T), np.cov(y.T)
+    with pytest.raises(np.linalg.LinAlgError):
+        scipy.linalg.cholesky(s1)
+    batched = _linalg._host_product_spectrum(np.stack([s1, s1]), np.stack([s2, 2.0 * s2]))
+    assert np.count_nonzero(batched[0]) <= 14  # rank of 15 distinct rows, centred
+    np.testing.assert_array_equal(batched[0], _linalg._host_product_spectrum(s1, s2))
+    np.testing.assert_allclose(batched[1], np.sqrt(2.0) * batched[0], rtol=FLOAT64_REFERENCE)
 
 
 def test_host_lapack_and_xla_paths_agree(rng, monkeypatch):
