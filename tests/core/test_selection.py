@@ -61,6 +61,77 @@ def test_expected_fd_matches_monte_carlo(g, d, decay, shift, shares, size, trans
     np.testing.assert_allclose(pred.total, pred.structural + pred.noise, rtol=1e-14)
 
 
+def _image_level_fd(world, shares, size, transfer, length_scale, shrinkage, diversity, replicates, seed):
+    """Monte Carlo of the generator's FD written from ../shared/design/analytical-model.md
+    alone, in numpy: draw every training image, form the transfer-weighted and pooled sample
+    statistics, shrink, and score each group with scipy's ``sqrtm``. Independent of
+    ``mixing``, ``fit_generator`` and ``sample_training_stats``."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(seed)
+    mu, covs, delta = (np.asarray(a) for a in (world.means, world.covs, world.shifts))
+    g = mu.shape[0]
+    counts = np.rint(size * np.asarray(shares)).astype(int)
+    kernel = np.exp(-((mu[:, None] - mu[None]) ** 2).sum(-1) / (2 * length_scale**2))
+    a = counts[None, :] * np.where(np.eye(g, dtype=bool), 1.0, transfer * kernel)
+    n_eff = a.sum(1)
+    w = shrinkage / (shrinkage + n_eff)
+    roots = [scipy.linalg.sqrtm(c).real for c in covs]
+    chols = [np.linalg.cholesky(c) for c in covs]
+    fds = np.zeros((replicates, g))
+    for r in range(replicates):
+        images = [mu[h] + delta[h] + rng.standard_normal((counts[h], mu.shape[1])) @ chols[h].T for h in range(g)]
+        xbar = np.stack([x.mean(0) for x in images])
+        s_hat = np.stack([np.cov(x, rowvar=False) for x in images])
+        everything = np.concatenate(images)
+        xbar_all, s_all = everything.mean(0), np.cov(everything, rowvar=False)
+        for k in range(g):
+            m = (1 - w[k]) * (a[k] @ xbar) / n_eff[k] + w[k] * xbar_all
+            c = diversity**2 * ((1 - w[k]) * np.einsum("h,hij->ij", a[k], s_hat) / n_eff[k] + w[k] * s_all)
+            cross = scipy.linalg.sqrtm(roots[k] @ c @ roots[k]).real
+            fds[r, k] = ((m - mu[k]) ** 2).sum() + np.trace(c) + np.trace(covs[k]) - 2 * np.trace(cross)
+    return fds.mean(0), fds.std(0, ddof=1) / np.sqrt(replicates)
+
+
+@pytest.mark.parametrize("g,d,decay,shift,shares,size,transfer,shrinkage,diversity,replicates", [
+    pytest.param(2, 4, 0.0, 0.0, [0.7, 0.3], 600, 0.0, 0.0, 1.0, 1500, id="isotropic-no-shrinkage"),
+    pytest.param(3, 6, 1.0, 0.2, [0.6, 0.3, 0.1], 1500, 0.4, 100.0, 0.9, 1000, id="anisotropic-shift-transfer"),
+])
+def test_expected_fd_matches_image_level_monte_carlo(g, d, decay, shift, shares, size, transfer, shrinkage, diversity,
+                                                     replicates):
+    rng = np.random.default_rng(100 + d)
+    world = _world(rng, g, d, decay, shift)
+    mix = fc.TrainingMix(jnp.asarray(shares), float(size), transfer, 1.5, shrinkage, diversity)
+    mean, se = _image_level_fd(world, shares, size, transfer, 1.5, shrinkage, diversity, replicates, seed=d)
+    pred = np.asarray(fc.expected_fd(world, mix).total)
+    np.testing.assert_array_less(np.abs(pred - mean), monte_carlo(se))
+    assert np.all(np.asarray(fc.expected_fd(world, mix).noise) > monte_carlo(se))  # the check sees the noise term
+
+
+def test_training_statistics_have_the_wishart_moments():
+    """``sample_training_stats`` against the moments it must have: mean N(mu + delta, S/n)
+    and (n - 1) S_hat ~ Wishart(S, n - 1), so E S_hat = S and
+    Var S_hat_ij = (S_ij^2 + S_ii S_jj) / (n - 1)."""
+    rng = np.random.default_rng(11)
+    world = _world(rng, 2, 4, 0.5, 0.3)
+    counts = jnp.asarray([12.0, 40.0])
+    draws = 20000
+    stats = jax.vmap(lambda k: fc.sample_training_stats(k, world, counts))(jax.random.split(jax.random.key(5), draws))
+    means, covs = np.asarray(stats.means), np.asarray(stats.covs)
+    target = np.asarray(world.means + world.shifts)
+    for h, n in enumerate(np.asarray(counts)):
+        s = np.asarray(world.covs[h])
+        mean_se = np.sqrt(np.diag(s) / n / draws)
+        assert np.all(np.abs(means[:, h].mean(0) - target[h]) < monte_carlo(mean_se))
+        np.testing.assert_allclose(np.cov(means[:, h], rowvar=False), s / n, rtol=0.05, atol=0.01 * s.max() / n)
+        var = (s**2 + np.outer(np.diag(s), np.diag(s))) / (n - 1)
+        assert np.all(np.abs(covs[:, h].mean(0) - s) < monte_carlo(np.sqrt(var / draws)))
+        # The sample variance of each entry against the Wishart variance: its own relative
+        # standard error is about sqrt(2 / draws) for near-Gaussian entries; 0.06 allows the
+        # heavier tails of the Wishart entries at n = 12.
+        np.testing.assert_allclose(covs[:, h].var(0, ddof=1), var, rtol=0.06)
+
+
 def test_noise_reduces_to_design_note_isotropic_formula():
     # One group, no shift, no shrinkage: E FD = tr S / n + sigma^2 d (d + 1) / (4 n).
     d, sigma2, n = 10, 2.5, 400.0
