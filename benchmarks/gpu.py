@@ -247,14 +247,18 @@ GRIDS = {
 
 
 def environment(torch) -> dict:
-    import threadpoolctl
+    try:
+        import threadpoolctl
 
+        pools = [(p["internal_api"], p["num_threads"]) for p in threadpoolctl.threadpool_info()]
+    except ImportError:
+        pools = "threadpoolctl not installed"
     return {
         "jax_backend": jax.default_backend(), "jax_devices": [str(dv) for dv in jax.devices()],
         "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine(),
         "versions": {p: md.version(p) for p in ("jax", "jaxlib", "torch", "torchmetrics", "numpy", "scipy")},
         "torch_threads": torch.get_num_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "blas_pools": [(p["internal_api"], p["num_threads"]) for p in threadpoolctl.threadpool_info()],
+        "blas_pools": pools,
         "cpu_count": os.cpu_count(),
     }
 

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # faceaudit from this checkout, installed or not
 if [ -n "${QUICK:-}" ]; then
   export JAX_PLATFORMS=cpu
   "$PY" -m pytest -q -p no:cacheprovider -n 0 tests/core/test_frechet.py 2>&1 | tail -3
@@ -20,5 +21,6 @@ export JAX_PLATFORMS=cuda
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-device.txt"
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -n 0 tests/core -x 2>&1 | tail -5 | tee "$OUT/gpu-core-tests.txt"
 timeout 200 "$PY" benchmarks/gpu.py --audit-sizes --out "$OUT/gpu.json" | cut -c1-200
+"$PY" -c "import diffusers, transformers" 2>/dev/null || { echo "no diffusers here: generation benchmark skipped"; exit 0; }
 timeout 150 "$PY" benchmarks/generate.py --model sd21 --device cuda --dtype float16 --steps 30 --resolution 512 \
   --images 32 --batch-sizes 1,4,8,16 --repeats 3 --out "$OUT/generate-gpu.json" | cut -c1-200
