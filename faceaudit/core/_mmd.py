@@ -19,7 +19,6 @@ diagonal is removed exactly: ``sum_{i != j} = sum_{a,b} c_a c_b k_ab - sum_a c_a
 from __future__ import annotations
 
 import functools
-import math
 import threading
 from typing import NamedTuple
 

@@ -108,8 +108,9 @@ class GeneratorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RaySpec:
-    """Where and how wide generate and embed run on Ray (execution only: results do not
-    depend on it, so it is not part of a stage's record)."""
+    """Where and how wide generate and embed run on Ray. Execution only, so it is not part
+    of a stage's record: the files are the same as a run here (on a CPU, byte for byte when
+    the generator's ``threads`` is fixed; see ``torch_layer.generate``)."""
 
     address: str = ""  # "" off; "local": start a local instance; "auto" / "ray://head:10001": join a cluster
     workers: int = 2  # actors, each holding one pipeline or encoder
