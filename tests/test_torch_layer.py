@@ -74,32 +74,29 @@ def _spec(tmp_path, model, batch=4):
     return path
 
 
+# (text of the example spec, its replacement, the error that must name the key)
+SPEC_ERRORS = [
+    ("steps = 30", "stepz = 30", r"unknown key\(s\) \['stepz'\] in \[\[generators\]\]\[0\]"),
+    ('dtype = "float16"', 'dtype = "float8"', r"\[\[generators\]\]\[0\].dtype must be one of"),
+    ("steps = 30", 'steps = "thirty"', r"steps must be int"),
+    ('"a photo of {group}"', '"a photo of {grup}"', "unknown field 'grup'"),
+    ("workers = 2 ", "workers = 0 ", r"\[ray\].workers must be at least 1"),
+    ('address = ""', 'adress = ""', r"unknown key\(s\) \['adress'\] in \[ray\]"),
+]
+
+
 def test_example_spec_validates_and_errors_name_the_key(tmp_path):
     example = tmp_path / "example.toml"
     example.write_text(EXAMPLE)
     spec = load_spec(example)
     assert len(spec.group_grid()) == 8 and set(spec.edits) == {"smile", "sunglasses", "facial_hair", "young", "old"}
     assert spec.jobs()[0]["prompt"] == "a photo of an Asian man"
-    bad = tmp_path / "bad.toml"
-    bad.write_text(EXAMPLE.replace("steps = 30", "stepz = 30"))
-    with pytest.raises(SpecError, match=r"unknown key\(s\) \['stepz'\] in \[\[generators\]\]\[0\]"):
-        load_spec(bad)
-    bad.write_text(EXAMPLE.replace('dtype = "float16"', 'dtype = "float8"'))
-    with pytest.raises(SpecError, match=r"\[\[generators\]\]\[0\].dtype must be one of"):
-        load_spec(bad)
-    bad.write_text(EXAMPLE.replace("steps = 30", 'steps = "thirty"'))
-    with pytest.raises(SpecError, match=r"steps must be int"):
-        load_spec(bad)
-    bad.write_text(EXAMPLE.replace('"a photo of {group}"', '"a photo of {grup}"'))
-    with pytest.raises(SpecError, match="unknown field 'grup'"):
-        load_spec(bad)
     assert not spec.ray.enabled and spec.ray.override("auto", 3).workers == 3
-    bad.write_text(EXAMPLE.replace("workers = 2 ", "workers = 0 "))
-    with pytest.raises(SpecError, match=r"\[ray\].workers must be at least 1"):
-        load_spec(bad)
-    bad.write_text(EXAMPLE.replace('address = ""', 'adress = ""'))
-    with pytest.raises(SpecError, match=r"unknown key\(s\) \['adress'\] in \[ray\]"):
-        load_spec(bad)
+    bad = tmp_path / "bad.toml"
+    for old, new, error in SPEC_ERRORS:
+        bad.write_text(EXAMPLE.replace(old, new))
+        with pytest.raises(SpecError, match=error):
+            load_spec(bad)
 
 
 @pytest.fixture(scope="module")

@@ -103,15 +103,13 @@ def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: 
         paths = [folder.file(p) for p in todo["path"]]
         ids = list(todo["image_id"])
         chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
-        if chunks and ray is not None and ray.enabled:
+        if chunks and ray is not None and ray.enabled:  # the same batches, each with its files
             from faceaudit.torch_layer.sharded import run_batches
 
-            pairs = list(zip(ids, paths))
-            work = [pairs[i:i + size] for i in range(0, len(pairs), size)]  # the same batches as here
-            embedder = functools.partial(ImageEmbedder, builders[k], folder.path)
-            finished = run_batches(ray, embedder, work, use_gpu=use_gpu)
-            for _ in progress(finished, f"embed {encoder.encoder_id}", total=len(work)):
-                pass
+            at = dict(zip(ids, paths))
+            run_batches(ray, functools.partial(ImageEmbedder, builders[k], folder.path),
+                        [[(h, at[h]) for h in chunk] for chunk in chunks], use_gpu=use_gpu,
+                        progress=lambda done: progress(done, f"embed {encoder.encoder_id}", total=len(chunks)))
         elif chunks:  # the bar counts batches; the loader streams them (decoding ahead in its workers)
             bar = progress(range(len(chunks)), f"embed {encoder.encoder_id}")
             for hashes, batch, _ in zip(chunks, _batches(paths, encoder, size, workers), bar):

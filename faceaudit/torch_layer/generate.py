@@ -152,12 +152,12 @@ class Renderer:
 
     def __post_init__(self):
         self.pipe = self.loader(self.generator)
+        self.settings = json.dumps(dataclasses.asdict(self.generator), sort_keys=True)  # every row records them
 
     def __call__(self, jobs: list[dict]) -> int:
         start = time.perf_counter()
         images = render_batch(self.pipe, self.generator, jobs)
         seconds = (time.perf_counter() - start) / len(jobs)
-        settings = json.dumps(dataclasses.asdict(self.generator), sort_keys=True)
         rows = []
         for job, image in zip(jobs, images):
             buffer = io.BytesIO()
@@ -170,7 +170,7 @@ class Renderer:
                              generator=self.generator.name, identity=job["identity"],
                              identity_kind=job["identity_kind"], seed=int(job["seed"]), prompt=job["prompt"],
                              edit=job["edit"], edit_phrase=job["edit_phrase"], source_job=job.get("source_job", ""),
-                             settings=settings, seconds=seconds))
+                             settings=self.settings, seconds=seconds))
         _write_part(self.out, rows)  # last: a part exists only when all its images do
         return len(rows)
 
@@ -192,10 +192,8 @@ def generate(spec: AuditSpec, out: str | Path, *, pipeline_loader: Callable = lo
             from faceaudit.torch_layer.sharded import run_batches
 
             renderer = functools.partial(Renderer, generator, out, pipeline_loader)
-            finished = run_batches(ray, renderer, todo, use_gpu=generator.device.startswith("cuda"),
-                                   threads=generator.threads)
-            for _ in progress(finished, label, total=len(todo)):
-                pass
+            run_batches(ray, renderer, todo, use_gpu=generator.device.startswith("cuda"), threads=generator.threads,
+                        progress=lambda done: progress(done, label, total=len(todo)))
             continue
         with torch_threads(generator.threads):
             render = Renderer(generator, out, pipeline_loader)

@@ -60,8 +60,9 @@ def connect(spec: RaySpec) -> bool:
 
 
 def run_batches(spec: RaySpec, factory: Callable[[], Callable], batches: Sequence, *, use_gpu: bool,
-                threads: int = 0) -> Iterator:
-    """Each batch's result, in the order they finish, from ``spec.workers`` actors.
+                threads: int = 0, progress: Callable[[Iterator], Iterator] = iter) -> None:
+    """Run every batch on ``spec.workers`` actors; ``progress`` wraps the stream of results
+    as they finish (a progress bar).
 
     ``factory`` and the batches are pickled to the workers, so they must be plain data and
     module-level callables (faceaudit must be installed on every node)."""
@@ -80,7 +81,8 @@ def run_batches(spec: RaySpec, factory: Callable[[], Callable], batches: Sequenc
         actors = [actor.remote(factory, threads) for _ in range(min(spec.workers, len(batches)))]
         pool = ActorPool(actors)
         try:
-            yield from pool.map_unordered(lambda a, batch: a.run.remote(batch), list(batches))
+            for _ in progress(pool.map_unordered(lambda a, batch: a.run.remote(batch), list(batches))):
+                pass
         except ray.exceptions.RayTaskError as err:  # an error of ours inside a worker: show it, not Ray's wrapper
             raise (getattr(err, "cause", None) or err) from None
         except ray.exceptions.RayActorError as err:
