@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the test suite's model builders (tests/tiny_models.py)
 
 
 def sd21_pipeline(folder: Path) -> Path:
@@ -39,7 +40,6 @@ def sd21_pipeline(folder: Path) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    sys.path.insert(0, str(ROOT))
     from tests.tiny_models import clip_tokenizer_files
 
     torch.manual_seed(0)
@@ -67,7 +67,6 @@ def sd21_pipeline(folder: Path) -> Path:
 
 def model_path(name: str, folder: Path) -> Path:
     if name == "tiny":
-        sys.path.insert(0, str(ROOT))
         from tests.tiny_models import tiny_stable_diffusion
 
         return tiny_stable_diffusion(folder)
