@@ -38,8 +38,10 @@ def configure() -> None:
     except OSError:
         return  # an unwritable home: run without the cache
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    # Most of faceaudit's compiles take 0.2-3 s; the default threshold (1 s) would skip many.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Every compile is kept: most of faceaudit's take 0.05-3 s, and a sampler run compiles
+    # ~100 small ones (0.15 s each) afresh in every process, because numpyro builds new
+    # closures each time; the default threshold (1 s) kept none of those.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

@@ -21,7 +21,7 @@ from scipy import stats
 from faceaudit import core, runtime
 from faceaudit.files.manifest import GROUP_SEPARATOR
 from faceaudit.files.quiet import arviz
-from faceaudit.tables.posterior import diagnostics
+from faceaudit.tables.posterior import diagnostics, inference_data
 
 KINDS = ("binary", "ordinal", "continuous")
 
@@ -167,8 +167,8 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True):
         key_prior, key_post = jax.random.split(jax.random.key(spec.seed + 1))
         extra["prior"] = Predictive(model, num_samples=500)(key_prior, data.design, **kwargs)
         extra["posterior_predictive"] = Predictive(model, mcmc.get_samples())(key_post, data.design, **kwargs)
-    idata = arviz().from_numpyro(mcmc, coords={"cell": data.cells}, dims={"cell_mean": ["cell"]}, log_likelihood=False,
-                                 **extra)
+    idata = inference_data(mcmc, observed={"y": np.asarray(data.y)}, coords={"cell": data.cells},
+                           dims={"cell_mean": ["cell"]}, **extra)
     cm = idata.posterior["cell_mean"]
     if spec.kind == "ordinal":
         idata.posterior["cell_mean"] = cm + data.low_category

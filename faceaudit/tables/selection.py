@@ -17,7 +17,7 @@ import xarray as xr
 
 from faceaudit import core, runtime
 from faceaudit.files.quiet import arviz
-from faceaudit.tables.posterior import diagnostics
+from faceaudit.tables.posterior import diagnostics, inference_data
 
 UNDER_REPRESENTED_PROBABILITY = 0.9
 
@@ -38,9 +38,8 @@ def fit(design, fd, verification, *, generators, groups, constant: dict, attrs: 
     dims = {"shares": ["generator", "group"], "diversity": ["generator"], "shift": ["group"],
             "fd_expected": ["generator", "group"], "fd": ["generator", "group"],
             "verification_expected": ["generator", "group"], "verification": ["generator", "group"]}
-    # log_likelihood=False: arviz would re-evaluate the model at every draw (~10 s here)
-    # for pointwise likelihoods nothing faceaudit reports uses.
-    idata = arviz().from_numpyro(mcmc, coords=coords, dims=dims, log_likelihood=False)
+    observed = {"fd": np.asarray(fd)} | ({} if verification is None else {"verification": np.asarray(verification)})
+    idata = inference_data(mcmc, observed=observed, coords=coords, dims=dims)
     idata.add_groups(constant_data=xr.Dataset(
         constant, coords={"group": groups, "dim": np.arange(d), "dim2": np.arange(d), "generator": generators},
         attrs=attrs,
