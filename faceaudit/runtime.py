@@ -40,7 +40,9 @@ def configure() -> None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     # Every compile is kept: most of faceaudit's take 0.05-3 s, and a sampler run compiles
     # ~100 small ones (0.15 s each) afresh in every process, because numpyro builds new
-    # closures each time; the default threshold (1 s) kept none of those.
+    # closures each time; the default threshold (1 s) kept none of those. (JAX never keeps
+    # a computation with a host callback: the analytical model's sampler, whose eigh is a
+    # LAPACK callback on CPU, still compiles in every process.)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -250,24 +250,12 @@ def eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _dispatch(_host_eigh, lambda m: tuple(jnp.linalg.eigh(m)), out, a)
 
 
-@jax.custom_jvp
-def portable_eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``eigh`` without a host callback on any platform (XLA's eigensolver, LAPACK's
-    ``syevd`` on CPU), with the same JVP.
-
-    For the analytical model's small matrices (d <= 64) inside a sampler: a computation
-    with a host callback is never written to JAX's persistent compilation cache, so with
-    ``eigh`` every ``explain`` and ``plan`` recompiled its sampler (~17 s here) in every
-    process. Its values agree with ``eigh`` to rounding (tested).
-    """
-    return tuple(jnp.linalg.eigh(a))
-
-
-def _eigh_jvp(eig, primals, tangents):
+@eigh.defjvp
+def _eigh_jvp(primals, tangents):
     # First-order perturbation theory (as jax.numpy's own eigh rule): with Vt dA V = H,
     # dw = diag(H), dV = V (F * H), F_ij = 1 / (w_j - w_i) off the diagonal.
     (a,), (da,) = primals, tangents
-    w, v = eig(a)
+    w, v = eigh(a)
     h = jnp.swapaxes(v, -1, -2) @ da @ v
     gap = w[..., None, :] - w[..., :, None]
     # Degenerate eigenvalues (an isotropic covariance) make 1/gap infinite. Within a
@@ -278,10 +266,6 @@ def _eigh_jvp(eig, primals, tangents):
     degenerate = jnp.abs(gap) <= 1e-10 * jnp.maximum(scale, jnp.finfo(w.dtype).tiny)
     f = jnp.where(degenerate, 0.0, 1.0 / jnp.where(degenerate, 1.0, gap))
     return (w, v), (jnp.diagonal(h, axis1=-2, axis2=-1), v @ (f * h))
-
-
-eigh.defjvp(functools.partial(_eigh_jvp, eigh))
-portable_eigh.defjvp(functools.partial(_eigh_jvp, portable_eigh))
 
 
 def eigvalsh(a: jax.Array) -> jax.Array:

@@ -48,9 +48,8 @@ the design note (``sigma^2 d (d + 1) / 4n`` isotropic) and to the measured-FD bi
 share goes to 0 while planning).
 
 All functions are pure and differentiable (``jax.grad`` through the shares, transfer,
-shrinkage and diversity; the eigendecompositions are ``_linalg.portable_eigh``, XLA's
-solver with its own JVP and no host callback, so a sampler over this model is kept in the
-persistent compilation cache).
+shrinkage and diversity; the eigendecompositions are ``_linalg.eigh``, LAPACK on CPU with
+its own JVP).
 """
 
 from __future__ import annotations
@@ -204,7 +203,7 @@ def sample_training_stats(key: PRNGKey, world: TargetWorld, counts: Array) -> Tr
 
 
 def _sqrt_psd(s: Array) -> Array:
-    vals, vecs = _linalg.portable_eigh(s)
+    vals, vecs = _linalg.eigh(s)
     return (vecs * jnp.sqrt(jnp.clip(vals, 0.0))) @ vecs.T
 
 
@@ -214,7 +213,7 @@ def bures_squared(c: Array, s: Array, s_root: Array | None = None) -> Array:
     ``s_root`` (``S^{1/2}``) may be passed when ``S`` is fixed across many calls.
     """
     root = _sqrt_psd(s) if s_root is None else s_root
-    m, _ = _linalg.portable_eigh(root @ c @ root)
+    m, _ = _linalg.eigh(root @ c @ root)
     return jnp.trace(c) + jnp.trace(s) - 2.0 * jnp.sum(jnp.sqrt(jnp.clip(m, 0.0)))
 
 
@@ -229,7 +228,7 @@ def _cov_terms(c0, s, root, bias, wishart_coef, scatter_coef, cov_sources, scatt
 
     One eigendecomposition of ``M = S^{1/2} C0 S^{1/2}`` serves both (see module docstring).
     """
-    m, u = _linalg.portable_eigh(root @ c0 @ root)
+    m, u = _linalg.eigh(root @ c0 @ root)
     rm = jnp.sqrt(jnp.clip(m, 1e-300))
     a_mat = u.T @ root
     transport = (a_mat.T / rm) @ a_mat

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import pytest
@@ -94,35 +93,6 @@ def test_repeated_rows_against_40_digit_reference(rng):
     assert np.count_nonzero(batched[0]) <= 14  # rank of 15 distinct rows, centred
     np.testing.assert_array_equal(batched[0], _linalg._host_product_spectrum(s1, s2))
     np.testing.assert_allclose(batched[1], np.sqrt(2.0) * batched[0], rtol=FLOAT64_REFERENCE)
-
-
-def test_portable_eigh_equals_the_host_eigh_with_its_derivative(rng):
-    """The analytical model's callback-free ``eigh`` (kept in the persistent compilation
-    cache) gives the host LAPACK's spectrum, a spectral function of it the same value and
-    gradient, batched under vmap as the model calls it; a NaN matrix gives NaN, not an
-    exception (a sampler proposal far out is then rejected)."""
-    from faceaudit.core import _linalg
-
-    a = rng.normal(size=(6, 12, 12))
-    mats = a @ np.swapaxes(a, -1, -2) / 12 + np.eye(12) * np.linspace(0.1, 1.0, 6)[:, None, None]
-    w_host, v_host = jax.vmap(_linalg.eigh)(mats)
-    w_xla, v_xla = jax.vmap(_linalg.portable_eigh)(mats)
-    np.testing.assert_allclose(w_xla, w_host, rtol=FLOAT64_REFERENCE)
-    np.testing.assert_allclose(w_xla[0], scipy.linalg.eigvalsh(mats[0]), rtol=FLOAT64_REFERENCE)
-    rebuilt = np.einsum("gij,gj,gkj->gik", v_xla, w_xla, v_xla)
-    np.testing.assert_allclose(rebuilt, mats, atol=FLOAT64_REFERENCE)
-
-    def nuclear(eig):  # tr sqrt(M): the model's spectral functions are of this kind
-        return lambda m: jnp.sum(jnp.sqrt(eig(m)[0]))
-
-    for m in mats[:2]:
-        g_host = jax.grad(nuclear(_linalg.eigh))(m)
-        g_xla = jax.grad(nuclear(_linalg.portable_eigh))(m)
-        # tr sqrt(M) has gradient M^{-1/2} / 2 (symmetric M): an independent check.
-        w, v = np.linalg.eigh(m)
-        np.testing.assert_allclose(g_xla, (v / np.sqrt(w)) @ v.T / 2, rtol=1e-8, atol=FLOAT64_REFERENCE)
-        np.testing.assert_allclose(g_xla, g_host, rtol=1e-8, atol=FLOAT64_REFERENCE)
-    assert np.isnan(np.asarray(jax.jit(_linalg.portable_eigh)(np.full((3, 3), np.nan))[0])).all()
 
 
 def test_host_lapack_and_xla_paths_agree(rng, monkeypatch):
