@@ -1,12 +1,16 @@
 """Time faceaudit's metric kernels against the peer libraries on the same inputs.
 
 Each case draws seeded float64 embeddings once, runs faceaudit and every installed peer on
-them in this one process, and records: median wall time of >= 5 runs after a warm-up
-(compile time reported separately), peak resident memory above the baseline during the
-call, the ratio to the fastest peer, and the relative disagreement of the values.
+them in this one process, and records for each: the first call (compilation included),
+the median of >= 5 timed runs after it with their min, max and relative IQR, the peak
+resident memory above the baseline (one way for every library), the ratio to the fastest
+peer, and the relative disagreement of the values. prdc also runs in the float32 setting
+its docstring asks for. The threads every library computes with are recorded beside the
+versions.
 
     python benchmarks/metrics.py --out benchmarks/results/metrics.json          # default grid
     python benchmarks/metrics.py --quick --out /tmp/quick.json                 # smoke run
+    python benchmarks/metrics.py --table benchmarks/results/metrics.json       # the README table
 
 The numbers in benchmarks/README.md come from this script on the development machine.
 """
@@ -40,7 +44,11 @@ def _rss() -> int:
 
 
 def _measure(fn, repeats: int):
-    """(value, first-call seconds, median seconds, peak RSS increase in bytes)."""
+    """(value, first-call seconds, every timed run's seconds, peak RSS increase in bytes).
+
+    Memory is measured one way for every library: the peak resident set size above the
+    baseline, sampled every 5 ms during the first call and the timed runs (it sees torch's,
+    BLAS's and XLA's allocations alike; ``tracemalloc`` sees only Python's)."""
     peak = [0]
     stop = threading.Event()
 
@@ -62,15 +70,42 @@ def _measure(fn, repeats: int):
         times.append(time.perf_counter() - t0)
     stop.set()
     watcher.join()
-    med = statistics.median(times) if times else first
-    return value, first, med, peak[0]
+    return value, first, times or [first], peak[0]
 
 
-def _entry(value, first, med, peak, ref=None):
-    out = {"seconds": med, "first_call_seconds": first, "compile_seconds": max(0.0, first - med), "peak_mb": peak / 2**20}
+def _entry(value, first, times, peak, ref=None):
+    """The median of the timed runs, their spread (min, max, relative IQR), the first call
+    and the peak memory of one measured call."""
+    med = statistics.median(times)
+    q1, q3 = np.percentile(times, [25, 75])
+    out = {"seconds": med, "runs": len(times), "min_seconds": min(times), "max_seconds": max(times),
+           "iqr_over_median": float((q3 - q1) / med), "first_call_seconds": first,
+           "compile_seconds": max(0.0, first - med), "peak_mb": peak / 2**20}
     if ref is not None:
         out["rel_diff"] = float(abs(float(value) - float(ref)) / abs(float(ref)))
     return out
+
+
+def _threads() -> dict:
+    """The threads each library computes with in this process: a ratio means little unless
+    both sides had the same cores. faceaudit's host kernels use the BLAS below (KID and
+    PRDC: one single-threaded BLAS per core); XLA's CPU client runs one Eigen pool of one
+    thread per core (it has no public query; XLA_FLAGS is recorded)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from faceaudit.core._linalg import host_cores
+
+    return {
+        "cores_available": host_cores(),
+        "blas": [{k: pool.get(k) for k in ("user_api", "internal_api", "num_threads", "version", "filepath")}
+                 for pool in threadpool_info()],
+        "torch_intra_op": torch.get_num_threads(),
+        "torch_inter_op": torch.get_num_interop_threads(),
+        "faceaudit_host_map_workers": host_cores(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+    }
 
 
 def _data(n, d, seed):
@@ -128,9 +163,8 @@ def bench_fd(n, d, repeats, seed=0):
         s1, s2 = xc.T @ xc / (n - 1), yc.T @ yc / (n - 1)
         return scipy.linalg.eigvalsh(s1 + s2, driver="evr", check_finite=False)[0]
 
-    _, first, med, peak = _measure(floor, repeats)
-    case["floor_seconds"] = med
-    case["ratio_to_floor"] = case["faceaudit"]["seconds"] / med
+    case["floor"] = _entry(*_measure(floor, repeats))
+    case["ratio_to_floor"] = case["faceaudit"]["seconds"] / case["floor"]["seconds"]
     return _summarise(case)
 
 
@@ -185,9 +219,13 @@ def bench_prdc(n, d, repeats, seed=0):
     # ~13 GB); it runs where that fits in memory.
     peer_bytes = 4 * n * n * 8
     if peer_bytes < 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
-        v, *m = _measure(lambda: compute_prdc(x, y, 5), max(2, repeats // 2))
-        case["peers"]["prdc"] = _entry(v["precision"], *m, ref=ours["precision"])
-        case["peers"]["prdc"]["max_abs_diff_all_fields"] = max(abs(ours[f] - float(v[f])) for f in ours)
+        # prdc's docstring asks for float32 features (its distances are then float32);
+        # float64 is the setting that computes what faceaudit computes. Both are timed.
+        for name, dtype in (("prdc", np.float64), ("prdc float32", np.float32)):
+            xs, ys = x.astype(dtype), y.astype(dtype)
+            v, *m = _measure(lambda: compute_prdc(xs, ys, 5), max(2, repeats // 2))
+            case["peers"][name] = _entry(v["precision"], *m, ref=ours["precision"])
+            case["peers"][name]["max_abs_diff_all_fields"] = max(abs(ours[f] - float(v[f])) for f in ours)
     return _summarise(case)
 
 
@@ -240,9 +278,12 @@ def bench_group_fd(d, repeats, seed=0, groups=8, per_group=500, replicates=200, 
         one_peer_replicate()
         times.append(time.perf_counter() - t0)
     per_call = statistics.median(times)
+    scale = groups * (replicates + 1)
     case["peers"]["torch-fidelity loop (extrapolated)"] = {
-        "seconds": per_call * groups * (replicates + 1),
+        "seconds": per_call * scale,
         "seconds_per_replicate": per_call,
+        "min_seconds": min(times) * scale,
+        "max_seconds": max(times) * scale,
         "timed_replicates": peer_sample,
     }
     ref = fid_statistics_to_metric(
@@ -252,6 +293,55 @@ def bench_group_fd(d, repeats, seed=0, groups=8, per_group=500, replicates=200, 
     )["frechet_inception_distance"]
     case["group0_rel_diff_vs_torch_fidelity"] = abs(float(v[0]) - ref) / ref
     return _summarise(case)
+
+
+# --- the README table ------------------------------------------------------------------
+
+
+def _seconds(entry) -> str:
+    """``median (min-max)`` of the timed runs."""
+    low, high = entry.get("min_seconds"), entry.get("max_seconds")
+    spread = f" ({low:.3g}-{high:.3g})" if low is not None and high is not None else ""
+    return f"{entry['seconds']:.3g}{spread}"
+
+
+def _label(case) -> str:
+    if case["metric"] == "fd_by_group_bootstrap":
+        return f"per-group FD, {case['groups']} x {case['per_group']}, {case['replicates']} bootstrap"
+    return {"fd": "FD", "kid": f"KID {case.get('subsets')} x {case.get('subset_size')}", "prdc": "PRDC k = 5",
+            "vendi": "Vendi q = 1"}[case["metric"]]
+
+
+def markdown_table(results: dict) -> str:
+    """One row per case: faceaudit and every peer as ``median (min-max)`` seconds, first
+    call and peak memory measured the same way for each, the speed-up over the fastest
+    peer, the floor and the agreement."""
+    lines = ["| case | n | d | faceaudit s | first call s | peak MB | fastest peer: s | first call s | peak MB "
+             "| speed-up | other peers s | floor s (faceaudit / floor) | agreement (rel.) |",
+             "|" + "---|" * 13]
+    for case in results["cases"]:
+        ours, peers = case["faceaudit"], case["peers"]
+        fastest = case.get("fastest_peer")
+        best = peers.get(fastest, {})
+        others = ", ".join(f"{name} {_seconds(v)}" for name, v in peers.items() if name != fastest)
+        agreement = [f"{v['rel_diff']:.0e}" for v in peers.values() if "rel_diff" in v]
+        agreement += [f"{case[k]:.0e}" for k in ("agreement_same_subset_rel_diff", "group0_rel_diff_vs_torch_fidelity")
+                      if k in case]
+        floor = case.get("floor")
+        lines.append("| " + " | ".join([
+            _label(case), f"{case['n']:,}" if case.get("n") else "", str(case["d"]), _seconds(ours),
+            f"{ours['first_call_seconds']:.3g}", f"{ours['peak_mb']:.0f}",
+            f"{fastest} {_seconds(best)}" if fastest else "", f"{best['first_call_seconds']:.3g}" if "first_call_seconds" in best else "",
+            f"{best['peak_mb']:.0f}" if "peak_mb" in best else "",
+            f"**{case['speedup_vs_fastest_peer']:.2f}x**" if fastest else "", others,
+            f"{_seconds(floor)} ({ours['seconds'] / floor['seconds']:.2f})" if floor else "",
+            ", ".join(agreement)]) + " |")
+    threads = results["machine"].get("threads", {})
+    blas = "; ".join(f"{b['internal_api']} {b['num_threads']}" for b in threads.get("blas", []))
+    lines.append("")
+    lines.append(f"Threads: {threads.get('cores_available')} cores; BLAS pools {blas}; torch intra-op "
+                 f"{threads.get('torch_intra_op')}, inter-op {threads.get('torch_inter_op')}; XLA one pool per core.")
+    return "\n".join(lines)
 
 
 GRIDS = {
@@ -271,9 +361,13 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/metrics.json"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--table", type=Path, help="print the markdown table of an existing results JSON and stop")
     parser.add_argument("--only", default="fd,kid,prdc,vendi,group_fd",
                         help="comma-separated benchmarks to run; NAME:CASE picks one case, e.g. fd:50000x768 or group_fd:768")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     grid = GRIDS["quick" if args.quick else "default"]
     only = {}
     for item in args.only.split(","):
@@ -289,7 +383,9 @@ def main(argv=None):
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "jax_backend": jax.default_backend()}, "versions": versions, "cases": []}
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "jax_backend": jax.default_backend(),
+                           "threads": _threads()},
+               "versions": versions, "cases": []}
     runners = {
         "fd": lambda c: bench_fd(*c, args.repeats),
         "kid": lambda c: bench_kid(*c, args.repeats),
@@ -306,6 +402,7 @@ def main(argv=None):
             print(json.dumps({k: v for k, v in case.items() if k not in ("peers",)}, default=float), flush=True)
             atomic_write_text(args.out, json.dumps(results, indent=2, default=float))  # keep partial results
     print(f"wrote {args.out}")
+    print(markdown_table(results))
 
 
 if __name__ == "__main__":
