@@ -44,6 +44,34 @@ def test_sampler_matches_the_beta_binomial_closed_form():
         np.testing.assert_array_less(np.abs(np.quantile(p, q, axis=0) - post.ppf(q)), monte_carlo(se) * 1.5)
 
 
+def test_inference_data_equals_arviz_from_numpyro():
+    """faceaudit builds InferenceData from the draws (arviz's converter re-runs the model
+    with prior draws); every group, variable, dim and value is arviz's own."""
+    from numpyro.infer import Predictive
+
+    from faceaudit.files.quiet import arviz
+    from faceaudit.tables.posterior import inference_data
+
+    successes, trials = np.array([7, 5, 2]), np.array([10, 9, 8])
+    mcmc = MCMC(NUTS(beta_binomial_model), num_warmup=50, num_samples=40, num_chains=2, chain_method="vectorized",
+                progress_bar=False)
+    mcmc.run(jax.random.key(1), successes, trials, a=2.0, b=2.0)
+    prior = Predictive(beta_binomial_model, num_samples=30)(jax.random.key(2), successes, trials, a=2.0, b=2.0)
+    predictive = Predictive(beta_binomial_model, mcmc.get_samples())(jax.random.key(3), successes, trials, a=2.0,
+                                                                     b=2.0)
+    options = dict(coords={"cell": ["a", "b", "c"]}, dims={"p": ["cell"]}, prior=prior, posterior_predictive=predictive)
+    ours = inference_data(mcmc, observed={"y": successes}, **options)
+    theirs = arviz().from_numpyro(mcmc, log_likelihood=False, **options)
+    assert set(ours.groups()) == set(theirs.groups()) >= {"posterior", "sample_stats", "observed_data", "prior",
+                                                          "prior_predictive", "posterior_predictive"}
+    for group in theirs.groups():
+        a, b = ours[group], theirs[group]
+        assert set(a.data_vars) == set(b.data_vars), group
+        for name in b.data_vars:
+            assert a[name].dims == b[name].dims, (group, name)
+            np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
 def _frame(rng, n_per=80, rates=(0.92, 0.6, 0.85)):
     groups = np.repeat(["A", "B", "C"], n_per)
     y = np.concatenate([rng.random(n_per) < r for r in rates])

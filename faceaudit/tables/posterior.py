@@ -28,6 +28,8 @@ def inference_data(mcmc, *, observed: dict, coords=None, dims=None, prior=None, 
     groups and names are from_numpyro's: ``prior`` (a ``Predictive`` output) is split into
     the prior of the model's parameters and the prior predictive of the rest;
     ``posterior_predictive`` (``Predictive`` on the posterior draws) gets their chains back.
+    There is no pointwise log-likelihood group: nothing faceaudit reports uses one, and it
+    would mean evaluating the model at every draw.
     """
     az = arviz()
     posterior = jax.device_get(mcmc.get_samples(group_by_chain=True))
