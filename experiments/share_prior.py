@@ -135,7 +135,8 @@ def summarise(rows: list[dict]) -> dict:
         dom = np.concatenate([r["dominant"] for r in mine])
         error = np.concatenate([np.subtract(r["mean"], r["truth"]) for r in mine])
         out[f"{given} {alpha}"] = {
-            "inputs": given, "concentration": alpha, "worlds": len({r["world_seed"] for r in mine}),
+            "inputs": given, "concentration": alpha,
+            "worlds": len({r.get("world_seed", (r["skew"], r["seed"])) for r in mine}),
             "fits": len(mine), "intervals": int(covered.size), "coverage": float(covered.mean()),
             "coverage_dominant": float(covered[dom].mean()), "coverage_rare": float(covered[~dom].mean()),
             "mean_error_dominant": float(error[dom].mean()), "mean_error_rare": float(error[~dom].mean()),
