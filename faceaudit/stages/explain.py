@@ -5,7 +5,8 @@ standard error: at audit sizes the full-space FD is dominated by finite-sample b
 audit-space FD is not), joined by the same-group verification accuracy of named
 identities when the real identity spreads are known (``identity_spreads.json``, written
 by measure from identity-labelled reference images, or by simulate). The target
-populations are the reference groups in the audit space (``audit_space.npz``); the
+populations are the reference groups in the audit space (``audit_space.npz``: their means
+and covariances, and the image counts behind them, whose noise the fit corrects for); the
 training-set size is an input (``--training-size``): FD does not identify it.
 ``models/selection.py`` is the model. Writes ``selection.nc`` (arviz InferenceData with the
 target world, what the fit was given and its diagnostics), ``selection_summary.parquet``
@@ -131,6 +132,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         with np.load(folder.file("audit_space.npz")) as z:
             groups = [str(g) for g in z["groups"]]
             means, covs = z["reference_means"], z["reference_covs"]
+            counts = z["reference_counts"].astype(float)
     except (OSError, ValueError, KeyError) as err:
         raise StageFileError(f"{folder.file('audit_space.npz')} is unreadable ({type(err).__name__}); "
                              "rerun that stage with `faceaudit audit --force measure`") from None
@@ -146,8 +148,10 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     verification, accuracy, source = _verification_design(folder, metrics, groups, generators)
     design = SelectionDesign(target.means, target.covs, jnp.asarray(directions), settings.training_size, length_scale,
                              jnp.asarray(se), core.target_roots(target), verification=verification,
-                             share_concentration=settings.share_concentration or SHARE_CONCENTRATION)
+                             share_concentration=settings.share_concentration or SHARE_CONCENTRATION,
+                             reference_counts=jnp.asarray(counts))
     constant = {"target_means": (("group", "dim"), means), "target_covs": (("group", "dim", "dim2"), covs),
+                "reference_counts": (("group",), counts),
                 "shift_directions": (("group", "dim"), directions), "fd_se": (("generator", "group"), se)}
     attrs = {"training_size": settings.training_size, "length_scale": length_scale, "space": "audit space",
              "verification": source if verification is not None else f"not fitted: {source}"}

@@ -93,8 +93,10 @@ def posterior_world(idata, generator: str | None = None, max_draws: int = 64):
     )
     directions = const["shift_directions"].values
     # The plan averages over draws with one world; shift magnitudes enter through the mean.
+    # Fits from before the reference-noise correction stored no counts: their world is the plug-in.
+    counts = jnp.asarray(const["reference_counts"].values) if "reference_counts" in const else None
     world = core.TargetWorld(jnp.asarray(const["target_means"].values), jnp.asarray(const["target_covs"].values),
-                             jnp.asarray(shift.mean(axis=0)[:, None] * directions))
+                             jnp.asarray(shift.mean(axis=0)[:, None] * directions), counts)
     return [str(g) for g in const["group"].values], world, mixes
 
 
