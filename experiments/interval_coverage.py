@@ -120,28 +120,43 @@ def coverage_cell(metric, interval, n, d, worlds, seed, truth=None) -> dict:
             "sd": float(np.std(estimates)), "mean_se": float(np.mean(ses)), "seconds": time.perf_counter() - start}
 
 
-def difference_cell(metric, n_small, n_large, d, worlds, seed) -> dict:
-    """Two groups with equal truth and unequal sizes: does the difference's interval cover 0?"""
+PRDC = ("precision", "recall", "density", "coverage")
+
+
+def difference_cells(metrics, n_small, n_large, d, worlds, seed) -> list[dict]:
+    """Two groups with equal truth and unequal sizes: does the difference's interval cover 0?
+
+    One record per metric. The PRDC metrics share one evaluation per world (one k-NN pass
+    gives all four, as ``by_group`` computes them for the audit: the same numbers as one
+    metric at a time, a quarter of the time)."""
     rng = np.random.default_rng(seed)
     labels = np.array(["small"] * n_small + ["large"] * n_large)
-    covered, diffs, ses = 0, [], []
+    covered = dict.fromkeys(metrics, 0)
+    diffs, ses = {m: [] for m in metrics}, {m: [] for m in metrics}
     for w in range(worlds):
         x, y = draw(rng, n_small + n_large, d)
         key = jax.random.key(w)
-        if metric == "fd_audit":
+        if set(metrics) <= set(PRDC):
+            found = core.by_group(core.metrics.PRDC(which=tuple(metrics)), x, labels, y, labels, key=key)
+            found = found if len(metrics) > 1 else {metrics[0]: found}  # one output comes back bare
+        elif len(metrics) != 1:
+            raise ValueError(f"only the PRDC metrics are evaluated together, got {metrics}")
+        elif metrics[0] == "fd_audit":
             space = core.audit_space(np.concatenate([x, y]), core.audit_dimension([n_small], d))
-            est = core.by_group("fd_unbiased", space.project(x), labels, space.project(y), labels, key=key)
-        elif metric == "vendi":
-            est = core.by_group("vendi", y, labels, key=key)
+            found = {"fd_audit": core.by_group("fd_unbiased", space.project(x), labels, space.project(y), labels, key=key)}
+        elif metrics[0] == "vendi":
+            found = {"vendi": core.by_group("vendi", y, labels, key=key)}
         else:
-            est = core.by_group(metric, x, labels, y, labels, key=key)
-        c = core.group_contrast(est, "large", "small")
-        covered += c.low <= 0.0 <= c.high
-        diffs.append(c.difference)
-        ses.append(c.se)
-    return {"metric": metric, "n_small": n_small, "n_large": n_large, "d": d, "worlds": worlds, "covered": covered,
-            "coverage_of_zero": covered / worlds, "mean_difference": float(np.mean(diffs)),
-            "difference_se": float(np.std(diffs) / np.sqrt(worlds)), "mean_se": float(np.mean(ses))}
+            found = {metrics[0]: core.by_group(metrics[0], x, labels, y, labels, key=key)}
+        for metric in metrics:
+            c = core.group_contrast(found[metric], "large", "small")
+            covered[metric] += c.low <= 0.0 <= c.high
+            diffs[metric].append(c.difference)
+            ses[metric].append(c.se)
+    return [{"metric": m, "n_small": n_small, "n_large": n_large, "d": d, "worlds": worlds, "covered": covered[m],
+             "coverage_of_zero": covered[m] / worlds, "mean_difference": float(np.mean(diffs[m])),
+             "difference_se": float(np.std(diffs[m]) / np.sqrt(worlds)), "mean_se": float(np.mean(ses[m]))}
+            for m in metrics]
 
 
 def _done(path: Path) -> dict:
@@ -171,13 +186,17 @@ def main(args: argparse.Namespace) -> dict:
                     if interval != "jackknife" and args.jackknife_only:
                         continue
                     jobs.append(("coverage", metric, interval, n, d))
-        for metric in metrics:
-            jobs.append(("difference", metric, "jackknife", (args.n_small, args.n_large), d))
+        together = tuple(m for m in metrics if m in PRDC)
+        for group in [(m,) for m in metrics if m not in PRDC] + ([together] if together else []):
+            jobs.append(("difference", group, "jackknife", (args.n_small, args.n_large), d))
+
+    def cell_id(kind, metric, interval, n, d):
+        return f"{kind}:{metric}:{interval}:{n}:{d}:{args.worlds}:{args.seed}"
+
     for kind, metric, interval, n, d in jobs:
-        cell_id = f"{kind}:{metric}:{interval}:{n}:{d}:{args.worlds}:{args.seed}"
-        if cell_id in done:
-            continue
         if kind == "coverage":
+            if cell_id(kind, metric, interval, n, d) in done:
+                continue
             truth, truth_se = None, 0.0
             if metric in MC_TRUTH:
                 truth, truth_se = mc_truth(metric, n, d, args.truth_draws, args.seed)
@@ -185,13 +204,19 @@ def main(args: argparse.Namespace) -> dict:
                 truth = closed_truth(metric, d)
             record = coverage_cell(metric, interval, n, d, args.worlds, args.seed, truth)
             record["truth_se"] = truth_se
+            records = [record]
         else:
-            record = difference_cell(metric, n[0], n[1], d, args.worlds, args.seed)
-        record["id"] = cell_id
-        done[cell_id] = record
-        with open(checkpoint, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+            missing = tuple(m for m in metric if cell_id(kind, m, interval, n, d) not in done)
+            if not missing:
+                continue
+            records = difference_cells(missing, n[0], n[1], d, args.worlds, args.seed)
+        for record in records:
+            record["id"] = cell_id(kind, record["metric"], interval, n, d)
+            done[record["id"]] = record
+        with open(checkpoint, "a") as fh:  # a cell's records together: a kill redoes the whole cell
+            fh.write("".join(json.dumps(r) + "\n" for r in records))
+        for record in records:
+            print(json.dumps(record), flush=True)
     cells = [done[c] for c in sorted(done)]
     summary = {"level": LEVEL, "worlds": args.worlds, "cells": cells}
     write_json(out / "interval_coverage.json", summary)
