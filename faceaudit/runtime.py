@@ -42,7 +42,8 @@ def configure() -> None:
     # ~100 small ones (0.15 s each) afresh in every process, because numpyro builds new
     # closures each time; the default threshold (1 s) kept none of those. (JAX never keeps
     # a computation with a host callback: the analytical model's sampler, whose eigh is a
-    # LAPACK callback on CPU, still compiles in every process.)
+    # LAPACK callback on CPU, still compiles once in every process; within a process
+    # tables/posterior.ReusedParallelChains keeps it.)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -38,6 +38,7 @@ magnitudes are inferred.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -52,8 +53,14 @@ from faceaudit import core
 SHARE_CONCENTRATION = 1.0
 
 
-class VerificationDesign(NamedTuple):
-    """Known quantities of the verification term (same-group accuracy of named identities)."""
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["within", "between", "pair_weights", "se", "observed"],
+                   meta_fields=["dim"])
+@dataclasses.dataclass(frozen=True)
+class VerificationDesign:
+    """Known quantities of the verification term (same-group accuracy of named identities).
+
+    A pytree whose ``dim`` is static (the closed form sums ``dim / 2`` terms), so a design
+    passed as a traced argument (``jit_model_args``) keeps it a Python integer."""
 
     dim: int  # identity-encoder dimension
     within: float  # real within-identity variance sw^2 (per dimension)

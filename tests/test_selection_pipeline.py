@@ -108,3 +108,36 @@ def test_truth_file_is_json(audit):
     out, _ = audit
     truth = json.loads((out / "truth.json").read_text())
     assert truth["training"]["size"] == SMALL.training_size
+
+
+def test_a_second_fit_in_the_process_reuses_the_sampler_with_its_own_data(audit, tmp_path):
+    """The compiled sampler is kept for the process (tables/posterior.ReusedParallelChains):
+    explain on another world with the same shapes runs the program the test above compiled,
+    and draws exactly what a program traced on that world draws (nothing of the first
+    world's data or start stays in it)."""
+    from faceaudit import runtime
+    from faceaudit.tables import posterior
+
+    if runtime.chain_method(2) != "parallel":
+        pytest.skip("one device: chains run vectorised and nothing is reused")
+    out, _ = audit
+    settings = explain.Settings(float(SMALL.training_size), draws=100, chains=2, seed=1)
+    if not (out / "selection.nc").is_file():  # this test alone: compile on the first world here
+        if not (out / "metrics.parquet").is_file():
+            run_stage(out, measure, measure.Settings())
+        run_stage(out, explain, settings)
+    other = tmp_path / "other"
+    run_stage(other, simulate, simulate.Settings(6, SMALL))
+    run_stage(other, measure, measure.Settings())
+    programs = set(posterior._CHAIN_PROGRAMS)
+    run_stage(other, explain, settings)
+    assert set(posterior._CHAIN_PROGRAMS) == programs  # no new program for the second world
+    reused = read_netcdf(AuditFolder(other).file("selection.nc"), inference_data=True).posterior
+    first = read_netcdf(AuditFolder(out).file("selection.nc"), inference_data=True).posterior
+    assert not np.allclose(reused["shares"].values, first["shares"].values)
+
+    posterior._CHAIN_PROGRAMS.clear()  # trace afresh, on the second world
+    run_stage(other, explain, settings)
+    fresh = read_netcdf(AuditFolder(other).file("selection.nc"), inference_data=True).posterior
+    for name in ("shares", "shift", "transfer", "log_shrinkage", "diversity", "fd_expected"):
+        np.testing.assert_array_equal(reused[name].values, fresh[name].values, err_msg=name)

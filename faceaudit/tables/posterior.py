@@ -1,4 +1,5 @@
-"""Sampler diagnostics of any posterior fit, with what to do about each problem.
+"""Running numpyro's samplers, and the diagnostics of any posterior fit, with what to do
+about each problem.
 
 Every fit faceaudit runs (disparity, explain) stores these beside its results and prints
 the problems: a number from chains that disagree is not a result.
@@ -17,6 +18,59 @@ ESS_MIN = 400
 # numpyro's extra fields under the names arviz gives them.
 _STAT_NAMES = {"potential_energy": "lp", "adapt_state.step_size": "step_size", "num_steps": "n_steps",
                "accept_prob": "acceptance_rate"}
+
+
+# Compiled chain programs of this process, by what fixes their trace (see ReusedParallelChains);
+# the oldest goes when a new one would make more than _KEPT_PROGRAMS (compiled code stays in
+# memory, and a long experiment may fit many shapes).
+_CHAIN_PROGRAMS: dict = {}
+_KEPT_PROGRAMS = 8
+
+
+class ReusedParallelChains:
+    """numpyro ``chain_method``: chains side by side on the host's devices, as ``"parallel"``,
+    compiled once per process for every run of the same model and shapes.
+
+    numpyro maps each run over a fresh closure of its data, so every run traces and compiles
+    its whole sampler again, and where the model holds a host callback (the analytical
+    model's LAPACK ``eigh`` on CPU) JAX's persistent cache never keeps it: ~20 s for each
+    ``explain`` fit of a small audit, every time. Here the data are arguments of one
+    ``pmap`` kept for the process, so a second run with other data but the same shapes
+    reuses the program (~5 s). The MCMC must have ``jit_model_args=True`` (its sample
+    function then takes the data as arguments too, instead of holding the first run's).
+    ``key`` names everything the trace fixes beyond the data's structure and shapes: the
+    model, and any value the kernel baked in (an ``init_to_value`` start, say).
+
+    Falls back to a plain ``pmap`` of numpyro's closure if numpyro's internals change shape.
+    """
+
+    def __init__(self, key):
+        self.key = key
+
+    def __call__(self, partial_map_fn):
+        try:
+            mcmc, kw = partial_map_fn.func.__self__, partial_map_fn.keywords
+            args, kwargs, fields, sites = kw["args"], kw["kwargs"], kw["collect_fields"], kw["remove_sites"]
+            jit_args = mcmc._jit_model_args
+        except (AttributeError, KeyError):
+            return jax.pmap(partial_map_fn)
+        if not jit_args:
+            raise ValueError("ReusedParallelChains needs MCMC(..., jit_model_args=True): without it the program "
+                             "would keep the first run's data")
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        key = (self.key, mcmc.num_warmup, mcmc.num_samples, mcmc.num_chains, mcmc.thinning, fields, sites, treedef,
+               tuple((np.shape(leaf), str(getattr(leaf, "dtype", type(leaf).__name__))) for leaf in leaves))
+        program = _CHAIN_PROGRAMS.get(key)
+        if program is None:
+            single = partial_map_fn.func
+
+            def chain(map_args, args, kwargs):
+                return single(map_args, args=args, kwargs=kwargs, collect_fields=fields, remove_sites=sites)
+
+            while len(_CHAIN_PROGRAMS) >= _KEPT_PROGRAMS:
+                _CHAIN_PROGRAMS.pop(next(iter(_CHAIN_PROGRAMS)))
+            program = _CHAIN_PROGRAMS[key] = jax.pmap(chain, in_axes=(0, None, None))
+        return lambda map_args: program(map_args, args, kwargs)
 
 
 def inference_data(mcmc, *, observed: dict, coords=None, dims=None, prior=None, posterior_predictive=None):
