@@ -282,10 +282,10 @@ def _cov_terms(c0, s, root, bias, wishart_coef, scatter_coef, cov_sources, scatt
     if reference is None:
         return structural, first + 0.5 * jnp.sum(second * kernel), jnp.zeros_like(structural)
     return structural, first + 0.5 * jnp.sum(second * kernel), _reference_cov_excess(
-        m, u, a_mat, s, p, pdiag, transport, kernel, *reference)
+        m, rm, u, s, p, pdiag, transport, kernel, *reference)
 
 
-def _reference_cov_excess(m, u, a_mat, s, p, pdiag, transport, kernel, scatter_bias, coef, own, own_dof):
+def _reference_cov_excess(m, rm, u, s, p, pdiag, transport, kernel, scatter_bias, coef, own, own_dof):
     r"""Expected excess of the plug-in ``Bures^2(C0(S_hat), S_hat_g)`` over its population value.
 
     The target ``S_g`` and every ``S_h`` inside ``C0_g`` are reference-sample covariances,
@@ -310,7 +310,6 @@ def _reference_cov_excess(m, u, a_mat, s, p, pdiag, transport, kernel, scatter_b
     (first order, ``tr((I - T) e)`` as for the training noise). Checked against Monte Carlo
     over reference samples in ``tests/core/test_selection.py``.
     """
-    rm = jnp.sqrt(jnp.clip(m, 1e-300))
     first = jnp.trace(scatter_bias) - jnp.sum(transport * scatter_bias)
     wishart = p**2 + pdiag[:, :, None] * pdiag[:, None, :]
     p2 = jnp.einsum("h,hij->ij", coef, wishart)
