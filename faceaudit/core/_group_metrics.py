@@ -7,7 +7,10 @@ object says how: ``prepare(x, y, mask_x, mask_y)`` computes what every weighting
 outputs for one weighting as a ``(len(outputs),)`` vector. With ``plugin=True`` it returns
 the value *at* the weighted empirical distributions (the truth of a bootstrap world, on
 which bootstrap replicates are recentred), which differs from the estimator for
-bias-corrected or unbiased statistics.
+bias-corrected or unbiased statistics. A size-dependent metric may also offer
+``restrict(cache, rows_x, rows_y)``: the cache of the listed rows only (``None``: all), so
+that a weighting with few rows carrying weight (a subset of a common size much smaller than
+the largest group) costs what its rows cost, not what the padded group costs.
 
 Metric objects are frozen dataclasses: equal options give equal (hashable) objects, so a
 compiled evaluation is reused across calls, and a new metric is a new class, not a new
@@ -176,6 +179,14 @@ class Vendi:
             mat = _linalg.gram(xw)
         return _vendi._order_entropy_exp(_linalg.eigvalsh(mat / wx.sum()), self.q)[None]
 
+    def restrict(self, cache, rows_x, rows_y):
+        if rows_x is None:
+            return cache
+        if cache[0] == "kernel":
+            return ("kernel", cache[1][rows_x][:, rows_x])
+        xh = cache[1][rows_x]
+        return ("kernel", xh @ xh.T) if xh.shape[0] <= xh.shape[1] else ("rows", xh)
+
 
 PRDC_OUTPUTS = ("precision", "recall", "density", "coverage")
 
@@ -231,6 +242,14 @@ class PRDC:
             "coverage": (wx @ ((nearest < r2x) & px)) / wx.sum(),
         }
         return jnp.stack([values[w] for w in self.which])
+
+    def restrict(self, cache, rows_x, rows_y):
+        dxx, dyy, dxy = cache
+        if rows_x is not None:
+            dxx, dxy = dxx[rows_x][:, rows_x], dxy[rows_x]
+        if rows_y is not None:
+            dyy, dxy = dyy[rows_y][:, rows_y], dxy[:, rows_y]
+        return dxx, dyy, dxy
 
 
 @dataclasses.dataclass(frozen=True)

@@ -106,6 +106,30 @@ def test_common_size_estimate_is_the_complete_u_statistic_on_average(rng):
     assert np.isnan(result.bias).all()  # no bias estimate at a common size
 
 
+@pytest.mark.parametrize("metric, d", [(fc.metrics.PRDC(k=3), 6), (fc.metrics.Vendi(), 6), (fc.metrics.Vendi(), 20),
+                                       (fc.metrics.Vendi(), 40)])
+def test_weightings_on_their_rows_equal_the_padded_evaluation(rng, key, metric, d):
+    """At a common size below the largest group each subset and jackknife weighting is
+    evaluated on the rows that carry weight (``restrict``): every value, subsets and
+    replicates alike, equals the evaluation over the whole padded group (Vendi's row and
+    kernel forms, and the switch from rows to a kernel, all taken)."""
+    groups = ("a", "b")
+    lab_x, lab_y = np.array(["a"] * 12 + ["b"] * 30), np.array(["a"] * 10 + ["b"] * 25)
+    x, y = rng.normal(size=(42, d)), rng.normal(size=(35, d))
+    xs, nx = _groups._padded(x, lab_x, groups, 30)
+    if metric.two_sample:
+        ys, ny = _groups._padded(y, lab_y, groups, 25)
+        sy, support_y = jnp.asarray([10, 10]), 10
+    else:
+        ys, ny, support_y = jnp.zeros((2, 1, d)), jnp.zeros(2, jnp.int64), None
+        sy = ny
+    args = (key, xs, nx, jnp.asarray([12, 12]), ys, ny, sy, metric, 0, 5, 4, metric.jackknife_delete)
+    padded = _groups._evaluate(*args)
+    on_rows = _groups._evaluate(*args, 12, support_y)
+    for want, got in zip(padded, on_rows):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=FLOAT64_REFERENCE, atol=1e-13)
+
+
 def test_size_dependent_metrics_refuse_unequal_own_sizes(audit, key):
     real, real_lab, fake, _ = audit
     lab = np.array(["a"] * 100 + ["b"] * 60)
