@@ -22,7 +22,8 @@ mean, and the quantity every disparity summary is built from.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +31,13 @@ import numpyro
 import numpyro.distributions as dist
 
 
-class Design(NamedTuple):
-    """Integer codes of one dataset. Sizes are static (Python ints)."""
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["factors", "cell", "attribute", "item"],
+                   meta_fields=["levels", "n_cells", "n_attributes", "n_items"])
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """Integer codes of one dataset. A pytree whose sizes are static (Python ints), so a
+    design passed as a traced argument (``jit_model_args``: one compiled sampler for every
+    dataset of the same shapes) keeps its sizes."""
 
     factors: tuple  # per factor, (n,) level codes
     levels: tuple  # per factor, number of levels

@@ -176,7 +176,8 @@ def test_constant_continuous_outcome_is_refused():
         disparity.PreparedData(frame, disparity.DisparitySpec(outcome="score", group=("group",), kind="continuous"))
 
 
-def test_cli_writes_the_promised_json(tmp_path):
+def test_cli_writes_the_promised_json(fitted, tmp_path):
+    """(The fixture's draws and shapes: the CLI's fit reuses its compiled sampler.)"""
     frame = _frame(np.random.default_rng(4))
     table = tmp_path / "t.parquet"
     frame.to_parquet(table)
@@ -184,7 +185,7 @@ def test_cli_writes_the_promised_json(tmp_path):
     result = CliRunner().invoke(
         app,
         ["disparity", str(table), "--outcome", "outcome", "--success", "Yes", "--group", "group",
-         "--samples", "200", "--warmup", "200", "--chains", "2", "--json", str(out), "--posterior", str(tmp_path / "p.nc")],
+         "--samples", "300", "--warmup", "300", "--chains", "2", "--json", str(out), "--posterior", str(tmp_path / "p.nc")],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())

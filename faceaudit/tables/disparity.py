@@ -12,6 +12,7 @@ survey table both call it, so both say the same.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -21,7 +22,7 @@ from scipy import stats
 from faceaudit import core, runtime
 from faceaudit.files.manifest import GROUP_SEPARATOR
 from faceaudit.files.quiet import arviz
-from faceaudit.tables.posterior import diagnostics, inference_data
+from faceaudit.tables.posterior import ReusedParallelChains, diagnostics, inference_data
 
 KINDS = ("binary", "ordinal", "continuous")
 
@@ -151,22 +152,29 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True):
 
     spec = data.spec
     if spec.kind == "binary":
-        model, kwargs = models.binary_model, {}
+        model = models.binary_model
     elif spec.kind == "ordinal":
-        model, kwargs = models.ordinal_model, {"n_categories": data.n_categories}
+        # The number of categories fixes the cutpoints' shape: bound here, static, not data.
+        model = functools.partial(models.ordinal_model, n_categories=data.n_categories)
     else:
-        model, kwargs = models.continuous_model, {}
+        model = models.continuous_model
+    # The data are the sampler's arguments (jit_model_args), never constants folded into it,
+    # so every fit of the same model and shapes runs one compiled program: kept for the
+    # process by ReusedParallelChains, and across processes by JAX's persistent cache.
+    chain_method = runtime.chain_method(spec.num_chains)
+    if chain_method == "parallel":
+        chain_method = ReusedParallelChains(("disparity", spec.kind, data.n_categories if spec.kind == "ordinal" else 0))
     mcmc = MCMC(
         NUTS(model, target_accept_prob=0.9),
         num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains,
-        chain_method=runtime.chain_method(spec.num_chains), progress_bar=progress,
+        chain_method=chain_method, progress_bar=progress, jit_model_args=True,
     )
-    mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y), **kwargs)
+    mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y))
     extra = {}
     if predictive:
         key_prior, key_post = jax.random.split(jax.random.key(spec.seed + 1))
-        extra["prior"] = Predictive(model, num_samples=500)(key_prior, data.design, **kwargs)
-        extra["posterior_predictive"] = Predictive(model, mcmc.get_samples())(key_post, data.design, **kwargs)
+        extra["prior"] = Predictive(model, num_samples=500)(key_prior, data.design)
+        extra["posterior_predictive"] = Predictive(model, mcmc.get_samples())(key_post, data.design)
     idata = inference_data(mcmc, observed={"y": np.asarray(data.y)}, coords={"cell": data.cells},
                            dims={"cell_mean": ["cell"]}, **extra)
     cm = idata.posterior["cell_mean"]
