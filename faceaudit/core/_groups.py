@@ -141,17 +141,17 @@ def _smallest(u, size):
     return ((rank < size) & jnp.isfinite(u)).astype(jnp.float64)
 
 
-def _subset_masks(key, n, size, n_max: int, blocks: int, subsamples: int, delete: float):
-    """Masks of ``subsamples`` random ``size``-subsets of the live rows (``(R, n_max)``) and,
-    for each jackknife replicate, the same subsets redrawn without its deleted rows
-    (``(J, R, n_max)``, common random ranks; ``min(size, rows left)`` rows each). The deleted
-    rows are block ``j`` (``delete == 0``) or a random ``ceil(delete * n)`` rows."""
+def _subset_masks(u_sub, u_del, n, size, n_max: int, blocks: int, delete: float):
+    """Masks of ``R`` random ``size``-subsets of the live rows (``(R, n_max)``) and, for each
+    jackknife replicate, the same subsets redrawn without its deleted rows (``(J, R, n_max)``,
+    common random ranks; ``min(size, rows left)`` rows each). The deleted rows are block ``j``
+    (``delete == 0``) or a random ``ceil(delete * n)`` rows. The ranks are the uniforms
+    ``u_sub`` (``(R, n_max)``) and, for random deletions, ``u_del`` (``(J, n_max)``)."""
     live = jnp.arange(n_max) < n
-    k_sub, k_del = jax.random.split(key)
-    u = jnp.where(live[None, :], jax.random.uniform(k_sub, (subsamples, n_max)), jnp.inf)
+    u = jnp.where(live[None, :], u_sub, jnp.inf)
     full = _smallest(u, size)
     if delete:
-        v = jnp.where(live[None, :], jax.random.uniform(k_del, (blocks, n_max)), jnp.inf)
+        v = jnp.where(live[None, :], u_del, jnp.inf)
         in_block = _smallest(v, jnp.ceil(delete * n)).astype(bool)
         active = blocks
     else:
@@ -161,6 +161,17 @@ def _subset_masks(key, n, size, n_max: int, blocks: int, subsamples: int, delete
     u_jack = jnp.where(in_block[:, None, :], jnp.inf, u[None])
     jack = jax.vmap(_smallest)(u_jack, jnp.minimum(size, left))
     return full, jack, active
+
+
+def _rank_uniforms(rng: np.random.Generator, groups: int, n_max: int, subsamples: int, blocks: int,
+                   delete: float) -> tuple:
+    """Per group, the uniforms that rank rows for subsets (``(G, R, n_max)``) and random
+    deletions (``(G, J, n_max)``; empty for block deletion).
+
+    Drawn on the host (from the caller's key) rather than inside the compiled evaluation:
+    JAX's threefry generator took ~1 s of the ~2.5 s it took to compile each evaluation,
+    and an audit compiles one per metric and group layout; the numbers cost nothing to pass."""
+    return rng.random((groups, subsamples, n_max)), rng.random((groups, blocks if delete else 0, n_max))
 
 
 # Weightings are evaluated in batches whose working set (a few n x n arrays each) stays
@@ -192,19 +203,19 @@ def _on_support(metric, cache, support_x, support_y):
     return value
 
 
-def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, blocks: int, subsamples: int, delete: float,
+def _evaluate_impl(key, uniforms, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, blocks: int, delete: float,
                    support_x: int | None = None, support_y: int | None = None):
     n_max_x, n_max_y = xs.shape[1], ys.shape[1]
     batch = _batch(support_x or n_max_x, support_y or n_max_y, xs.shape[2])
+    subsamples = uniforms[0].shape[1]
 
     def one_group(args):
-        k, x, n_x, s_x, y, n_y, s_y = args
+        k, (u_sub_x, u_del_x, u_sub_y, u_del_y), x, n_x, s_x, y, n_y, s_y = args
         mx, my = jnp.arange(n_max_x) < n_x, jnp.arange(n_max_y) < n_y
         cache = metric.prepare(x, y, mx, my)
-        k_x, k_y, k_bx = jax.random.split(k, 3)
-        full_x, jack_x, _ = _subset_masks(k_x, n_x, s_x, n_max_x, blocks, subsamples, delete)
+        full_x, jack_x, _ = _subset_masks(u_sub_x, u_del_x, n_x, s_x, n_max_x, blocks, delete)
         if metric.two_sample:
-            full_y, jack_y, _ = _subset_masks(k_y, n_y, s_y, n_max_y, blocks, subsamples, delete)
+            full_y, jack_y, _ = _subset_masks(u_sub_y, u_del_y, n_y, s_y, n_max_y, blocks, delete)
         else:
             full_y = jnp.broadcast_to(my.astype(jnp.float64), (subsamples, n_max_y))
             jack_y = jnp.zeros((0, subsamples, n_max_y))
@@ -220,6 +231,7 @@ def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, bloc
         jk_y = values[r + blocks * r:].reshape(j_y, r, -1).mean(axis=1) if j_y else jnp.zeros((0, values.shape[1]))
         estimate = subsets.mean(axis=0)
         if num_bootstrap:
+            k_bx = k
             live_x, live_y = mx.astype(jnp.float64), my.astype(jnp.float64)
             chunk = min(num_bootstrap, BOOTSTRAP_CHUNK)
             chunks = -(-num_bootstrap // chunk)
@@ -238,12 +250,13 @@ def _evaluate_impl(key, xs, nx, sx, ys, ny, sy, metric, num_bootstrap: int, bloc
             plugin = jnp.zeros_like(estimate)
         return estimate, subsets, jk_x, jk_y, boot, plugin
 
-    keys = jax.random.split(key, xs.shape[0])
-    return jax.lax.map(one_group, (keys, xs, nx, sx, ys, ny, sy))
+    # The PRNG runs in the compiled program only where bootstrap counts are drawn.
+    keys = jax.random.split(key, xs.shape[0]) if num_bootstrap else jnp.zeros(xs.shape[0])
+    return jax.lax.map(one_group, (keys, uniforms, xs, nx, sx, ys, ny, sy))
 
 
-_evaluate = jax.jit(_evaluate_impl, static_argnames=("metric", "num_bootstrap", "blocks", "subsamples", "delete",
-                                                    "support_x", "support_y"))
+_evaluate = jax.jit(_evaluate_impl, static_argnames=("metric", "num_bootstrap", "blocks", "delete", "support_x",
+                                                    "support_y"))
 
 
 def _common_sizes(common_size, metric, counts_x, counts_y, two_sample):
@@ -397,8 +410,12 @@ def by_group(
     restrictable = larger and hasattr(metric, "restrict")
     support_x = size_x if restrictable and size_x < xs.shape[1] else None
     support_y = size_y if restrictable and two_sample and size_y < ys.shape[1] else None
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
+    u_x = _rank_uniforms(rng, len(groups), xs.shape[1], r, blocks, delete)
+    u_y = (_rank_uniforms(rng, len(groups), ys.shape[1], r, blocks, delete) if two_sample
+           else (np.zeros((len(groups), r, 0)), np.zeros((len(groups), 0, 0))))
     estimate, subsets, jk_x, jk_y, boot, plugin = (
-        np.asarray(a) for a in _evaluate(key, xs, nx, sx, ys, ny, sy, metric, num_boot, blocks, r, delete,
+        np.asarray(a) for a in _evaluate(key, (*u_x, *u_y), xs, nx, sx, ys, ny, sy, metric, num_boot, blocks, delete,
                                          support_x, support_y)
     )
     # Recentred replicates for the basic and percentile intervals: theta* - T(F_hat) mimics

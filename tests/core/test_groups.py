@@ -123,7 +123,10 @@ def test_weightings_on_their_rows_equal_the_padded_evaluation(rng, key, metric, 
     else:
         ys, ny, support_y = jnp.zeros((2, 1, d)), jnp.zeros(2, jnp.int64), None
         sy = ny
-    args = (key, xs, nx, jnp.asarray([12, 12]), ys, ny, sy, metric, 0, 5, 4, metric.jackknife_delete)
+    delete = metric.jackknife_delete
+    rng = np.random.default_rng(0)
+    uniforms = (*_groups._rank_uniforms(rng, 2, 30, 4, 5, delete), *_groups._rank_uniforms(rng, 2, ys.shape[1], 4, 5, delete))
+    args = (key, uniforms, xs, nx, jnp.asarray([12, 12]), ys, ny, sy, metric, 0, 5, delete)
     padded = _groups._evaluate(*args)
     on_rows = _groups._evaluate(*args, 12, support_y)
     for want, got in zip(padded, on_rows):
