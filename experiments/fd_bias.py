@@ -6,14 +6,13 @@ Gaussian reference and generated sets of known distributions (anisotropic spectr
 ``1/(1+i)^0.8``, the generated spectrum scaled by 0.6..1.5, a mean shift of 0.02 per
 coordinate), at the sizes of the metric-numerics table. Each row gives, as a share of
 the truth, the mean error of the raw FD, the first-order bias-corrected FD and FD-infinity
-(truth: the population FD), of the FD in the audit space (truth: the projected
-populations' FD, per draw, the space estimated from the draw's own rows) and of KID's
-unbiased MMD^2 (truth: the closed form), with the Monte Carlo standard error of each.
+(truth: the populations' FD projected on the draw's audit space, which is estimated as
+the measure stage does, from a held-out half of the reference rows, the FD measured on the
+other half) and of KID's unbiased MMD^2 (truth: the closed form), with the Monte Carlo
+standard error of each.
 
-``--groups G`` estimates the audit space as the measure stage does, from the rows of all
-``G`` groups pooled (each group a reference and a generated set of the same sizes and
-distributions), and scores the first group: the projection's own bias then comes from a
-group's share of the pooled rows, ``1 / G``, instead of all of them (``G = 1``).
+``--groups G`` adds the held-out reference rows of ``G - 1`` further groups (of the same
+distribution) to the rows that estimate the audit space, as in an audit of ``G`` groups.
 """
 
 from __future__ import annotations
@@ -49,13 +48,20 @@ def row(d, n_x, n_y, draws, seed, groups: int = 1) -> dict:
         errors["fd"].append(float(core.frechet_distance(x, y)) - fd_true)
         errors["fd_unbiased"].append(float(core.frechet_distance(x, y, unbiased=True)) - fd_true)
         errors["fd_infinity"].append(float(core.fd_infinity(jax.random.key(i), x, y).value) - fd_true)
-        others = [a for _ in range(groups - 1)
-                  for a in (rng.normal(size=(n_x, d)) * np.sqrt(s_x), rng.normal(size=(n_y, d)) * np.sqrt(s_y) + shift)]
-        space = core.audit_space(np.concatenate([x, y, *others]), core.audit_dimension([n_x, n_y], d))
+        # The measure stage's audit space: the top directions of a held-out half of every
+        # group's reference rows (this group's and, with --groups, the others'); the FD is
+        # measured on the other half of this group's reference rows.
+        others = [rng.normal(size=(n_x, d)) * np.sqrt(s_x) for _ in range(groups - 1)]
+        reference = np.concatenate([x, *others])
+        labels = np.repeat(np.arange(groups), n_x)
+        held = core.space_rows(labels, seed=i)
+        measured = x[~held[:n_x]]
+        space = core.audit_space(reference[held], core.audit_dimension([len(measured), n_y], d))
         b = space.basis
         truth = float(core.gaussian_frechet(np.zeros(b.shape[1]), b.T @ np.diag(s_x) @ b, b.T @ shift, b.T @ np.diag(s_y) @ b))
         audit_truth.append(truth)
-        errors["fd_audit"].append(float(core.frechet_distance(space.project(x), space.project(y), unbiased=True)) - truth)
+        errors["fd_audit"].append(float(core.frechet_distance(space.project(measured), space.project(y), unbiased=True))
+                                  - truth)
         errors["mmd2"].append(float(core.mmd2(x, y)) - mmd_true)
     truths = {"fd": fd_true, "fd_unbiased": fd_true, "fd_infinity": fd_true, "fd_audit": float(np.mean(audit_truth)),
               "mmd2": mmd_true}

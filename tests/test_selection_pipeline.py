@@ -16,7 +16,7 @@ from faceaudit.stages.simulate import SimulationConfig, World
 from faceaudit.tables import selection as tables
 
 SMALL = SimulationConfig(races=("Asian", "White"), genders=("man", "woman"), race_shares=(0.15, 0.85), dim=8,
-                         training_size=3000, reference_per_group=150, group_images=150, invented_identities=6,
+                         training_size=3000, reference_per_group=160, group_images=150, invented_identities=6,
                          celebrity_identities=2, seeds_per_identity=3, labelled_identities=20)
 
 
@@ -38,8 +38,8 @@ def test_simulate_is_reproducible_and_writes_the_pipeline_files(audit, tmp_path)
     store = EmbeddingStore(out, "simulated", "none")
     ds = store.load(first["image_id"])
     assert ds.sizes["image"] == len(first) == len(store.done())
-    # 4 groups x (150 reference + 150 group images + 8 identities x 3 seeds)
-    assert len(first) == 4 * (150 + 150 + 8 * 3)
+    # 4 groups x (160 reference + 150 group images + 8 identities x 3 seeds)
+    assert len(first) == 4 * (160 + 150 + 8 * 3)
     world = World.from_npz(out / "world.npz")
     np.testing.assert_allclose(np.asarray(world.mix.shares), [0.075, 0.075, 0.425, 0.425])
     assert set(truth["groups"]) == set(world.labels)
@@ -55,7 +55,8 @@ def test_measured_numbers_agree_with_the_truth(audit):
     run_stage(out, measure, measure.Settings())
     frame = pd.read_parquet(out / "metrics.parquet")
     fd = frame[(frame.metric == "fd_audit") & (frame.group != "all")].set_index("group")
-    # d = 8 and 150 per group: the audit space is the whole space (k = min(15, 8)).
+    # d = 8, 80 measured reference rows per group (the other 80 span the audit space) and
+    # 150 generated: the audit space is the whole space (k = min(8, 8)).
     z = [(fd.loc[g, "value"] - v["fd_true"]) / fd.loc[g, "se"] for g, v in truth["groups"].items()]
     assert np.all(np.abs(z) < 4), z
     raw = frame[(frame.metric == "fd") & (frame.group != "all")].set_index("group")

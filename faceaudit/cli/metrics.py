@@ -60,8 +60,8 @@ def metrics(
     """Distribution shift between real and generated embeddings, overall and per group.
 
     KID (the all-pairs unbiased MMD^2) ranks groups without bias at any size; FD in the
-    audit space (the top principal directions, with every group >= 10 rows per dimension)
-    is its FD counterpart; the full-space FD is shown for comparison with the literature
+    audit space (the top principal directions of half the reference rows, measured on the
+    other half, with every group >= 10 rows per dimension) is its FD counterpart; the full-space FD is shown for comparison with the literature
     and flagged where its finite-sample bias rules it out. Precision, recall, density,
     coverage and Vendi are compared at a common size. Every number has an interval of
     what it estimates.

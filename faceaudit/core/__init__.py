@@ -54,7 +54,7 @@ from ._identity import (  # noqa: E402
     ncx2_cdf,
 )
 from ._linalg import xla_only  # noqa: E402
-from ._audit_space import AuditSpace, audit_dimension, audit_space  # noqa: E402
+from ._audit_space import AuditSpace, audit_dimension, audit_space, space_rows  # noqa: E402
 from ._mmd import KIDResult, gaussian_mmd2, kid, median_bandwidth, mmd2, mmd2_weighted  # noqa: E402
 from ._planning import PlanResult, evaluate_allocation, plan_mix, with_extra  # noqa: E402
 from ._prdc import PRDC, Membership, knn_membership, prdc  # noqa: E402
@@ -162,6 +162,7 @@ __all__ = [
     "prdc",
     "roc_auc",
     "sample_training_stats",
+    "space_rows",
     "t_interval",
     "tar_at_far",
     "target_roots",

@@ -6,7 +6,8 @@ estimand is defined at, the interval method, the encoder and a ``warning`` where
 number should not rank groups. Groups include ``"all"``. Distribution metrics compare each
 generator's *group* images (prompts naming nobody; all generated source images when there
 are none) with the reference images of the same group, in the embedding space and in the
-audit space (``audit_space.npz``, shared by every generator; explain fits there).
+audit space (``audit_space.npz``, shared by every generator; explain fits there: spanned by
+half of each group's reference images, its FD measured on the other half).
 
 Beside it: ``image_metrics.parquet`` (per generated image: is it inside a reference
 image's k-NN ball of its group, with reference balls drawn at the common reference size:
@@ -103,19 +104,18 @@ def run(folder: AuditFolder, settings: Settings, progress=progress_bar) -> Stage
     generators = sorted(manifest.loc[~reference, "generator"].unique())
     picks = {g: _generator_rows(manifest, g) for g in generators}
     ref_x, ref_groups = x_all[reference], manifest.loc[reference, "group"].to_numpy()
-    sizes = [int((ref_groups == g).sum()) for g in set(ref_groups)]
-    sizes += [int((manifest.loc[p, "group"] == g).sum()) for p in picks.values() for g in set(ref_groups)]
-    every_generated = np.logical_or.reduce(list(picks.values()))
-    space = audit_space(ref_x, x_all[every_generated], sizes, settings.distribution)
+    generated_sizes = [int((manifest.loc[p, "group"] == g).sum()) for p in picks.values() for g in set(ref_groups)]
+    # One audit space for every generator, from reference rows its FD never sees.
+    space, measured = audit_space(ref_x, ref_groups, generated_sizes, settings.distribution, settings.seed)
     key = jax.random.key(settings.seed)
     rows: list[dict] = []
     for j, generator in enumerate(progress(generators, "distribution metrics")):
         pick = picks[generator]
         found = distribution_rows(jax.random.fold_in(key, j), ref_x, ref_groups, x_all[pick],
-                                  manifest.loc[pick, "group"].to_numpy(), settings.distribution, space)
+                                  manifest.loc[pick, "group"].to_numpy(), settings.distribution, space, measured)
         rows += [dict(r, generator=generator, edit="", encoder=encoder) for r in found]
     outputs = [METRICS, IMAGE_METRICS, AUDIT_SPACE]
-    _write_audit_space(folder, space, ref_x, ref_groups)
+    _write_audit_space(folder, space, ref_x[measured], ref_groups[measured])
     folder.write_parquet(IMAGE_METRICS, _on_manifold(folder, x_all, picks, settings, jax.random.fold_in(key, 1000)))
     if folder.has_role("identity"):
         rows += _identity_rows(folder, generators, jax.random.fold_in(key, 2000), settings, progress)
@@ -157,8 +157,9 @@ def contrasts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_audit_space(folder: AuditFolder, space, ref_x, ref_groups) -> None:
-    """The audit space and each group's reference mean and covariance in it: the target
-    populations explain fits against, in the space its FD data were measured in."""
+    """The audit space and each group's reference mean and covariance in it, from the
+    reference rows the FD was measured on: the target populations explain fits against,
+    in the space its FD data were measured in, with the counts behind them."""
     groups = sorted(set(ref_groups))
     projected = space.project(ref_x)
     means = np.stack([projected[ref_groups == g].mean(axis=0) for g in groups])

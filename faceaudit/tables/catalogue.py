@@ -49,7 +49,8 @@ CATALOGUE: dict[str, MetricInfo] = {m.name: m for m in (
                "unbiased at every size (U-statistic)", scale=1e3),
     MetricInfo("fd_audit", "FD in the audit space", False, "distribution",
                "the FD between the group's two distributions projected on the audit space "
-               "(top principal directions of all the audit's faces; k with every group >= 10 k)",
+               "(top principal directions of a held-out half of the reference faces, measured on the other "
+               "half; k with every group >= 10 k)",
                "bias-corrected where the correction holds (n >= 10 k); residual bias small against the interval"),
     MetricInfo("fd_unbiased", "FD, first-order bias-corrected", False, "distribution",
                "the full-space FD between the group's two distributions",

@@ -3,9 +3,10 @@ sets, as tidy rows: the one path behind ``faceaudit metrics`` and the measure st
 
 Every row carries its estimand, the size it is defined at, an interval of that estimand
 and, where the number should not be used to rank groups, a warning that says why (the
-catalogue's words). The audit space (FD in the principal directions of all the faces) is
-built once per audit from the pooled reference and generated rows and shared by every
-group and generator, so their numbers compare.
+catalogue's words). The audit space (FD in the reference's top principal directions) is
+built once per audit from a held-out half of every group's reference rows
+(``core.space_rows``) and shared by every group and generator, so their numbers compare;
+the audit-space FD is measured on the other half.
 """
 
 from __future__ import annotations
@@ -51,33 +52,46 @@ class DistributionSettings:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
 
-    def min_group_size(self) -> int:
-        """Rows every group needs in each set for every requested metric."""
+    def min_group_size(self, reference: bool = False) -> int:
+        """Rows every group needs in the reference (``reference=True``) or generated set for
+        every requested metric."""
         need = 2
         if any(m in _PRDC for m in self.metrics):
             need = max(need, 2 * (self.k + 1))  # a jackknife half-sample keeps k + 1 rows
         if "fd_audit" in self.metrics:
-            need = max(need, self.audit_ratio)  # k >= 1 audit dimension
+            # k >= 1 audit dimension; half of the reference rows estimate the space instead
+            need = max(need, 2 * self.audit_ratio if reference else self.audit_ratio)
         return need
 
 
 def check_group_sizes(counts: dict[str, tuple[int, int]], settings: DistributionSettings, where: str) -> None:
     """Refuse, before any work, a group too small for a requested metric (naming it)."""
-    need = settings.min_group_size()
     for group, (n_ref, n_gen) in sorted(counts.items()):
         for set_name, n in (("reference", n_ref), ("generated", n_gen)):
+            need = settings.min_group_size(reference=set_name == "reference")
             if n < need:
                 raise ValueError(f"{where}: group {group!r} has {n} {set_name} embedding(s); "
                                  f"{', '.join(settings.metrics)} need at least {need} per group and set")
 
 
-def audit_space(reference: np.ndarray, generated: np.ndarray, group_sizes, settings: DistributionSettings):
-    """The audit space of these sets: ``k = smallest group // ratio`` principal directions of
-    the pooled rows (reference and generated together: both sets' spreads are then
-    estimated from the data the FD is computed on alike, which keeps the projection's own
-    bias small; ``experiments/fd_bias.py`` measures it)."""
-    k = core.audit_dimension(group_sizes, reference.shape[1], ratio=settings.audit_ratio, max_dim=settings.audit_max_dim)
-    return core.audit_space(np.concatenate([reference, generated]), k)
+def audit_space(reference: np.ndarray, reference_groups, generated_sizes, settings: DistributionSettings,
+                seed: int = 0):
+    """The audit space of an audit and the reference rows its FD is measured on.
+
+    The space is spanned by the top ``k`` principal directions of a random half of each
+    group's reference rows (``core.space_rows``), rows the FD never sees: directions found
+    in the measured rows would select their noise into the space and bias every FD upward.
+    ``k = smallest group // ratio`` over the measured reference halves and ``generated_sizes``.
+
+    Returns:
+        ``(space, measured)``: the ``core.AuditSpace`` and a mask of the reference rows to
+        measure on.
+    """
+    labels = np.asarray(reference_groups)
+    measured = ~core.space_rows(labels, seed)
+    sizes = [int(np.sum(labels[measured] == g)) for g in sorted(set(labels.tolist()))] + [int(n) for n in generated_sizes]
+    k = core.audit_dimension(sizes, reference.shape[1], ratio=settings.audit_ratio, max_dim=settings.audit_max_dim)
+    return core.audit_space(reference[~measured], k), measured
 
 
 def _warning(name: str, est: core.GroupEstimates, i: int, dim: int) -> str:
@@ -133,7 +147,7 @@ def _evaluations(settings: DistributionSettings) -> list[tuple[str, object, str]
 
 
 def distribution_rows(key, reference, reference_groups, generated, generated_groups,
-                      settings: DistributionSettings, space=None, *, overall: bool = True) -> list[dict]:
+                      settings: DistributionSettings, space=None, measured=None, *, overall: bool = True) -> list[dict]:
     """Rows of every requested metric for every group, and with ``overall`` for all rows
     together as group ``"all"`` (size-independent metrics only: a size-dependent one is
     defined at the groups' common size, which says little about the pooled set).
@@ -142,7 +156,8 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
         key: PRNG key (subsets, resampling).
         reference, generated: ``(n, d)`` embeddings; *_groups: their labels.
         settings: what to compute.
-        space: the audit space for ``fd_audit`` (default: built from these sets).
+        space, measured: the audit space for ``fd_audit`` and the mask of reference rows
+            it is measured on (default: ``audit_space`` of these sets).
     """
     reference = np.asarray(reference, dtype=np.float64)
     generated = np.asarray(generated, dtype=np.float64)
@@ -152,16 +167,20 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
     ref_common = settings.common_size or min(c[0] for c in counts.values())
     gen_common = settings.common_size or min(c[1] for c in counts.values())
     if "fd_audit" in settings.metrics and space is None:
-        space = audit_space(reference, generated, [n for c in counts.values() for n in c], settings)
-    data = {"embedding": (reference, generated), "generated": (generated, None)}
+        seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
+        space, measured = audit_space(reference, ref_groups, [c[1] for c in counts.values()], settings, seed)
+    # (embeddings of the reference, its labels, embeddings of the generated set) per source
+    data = {"embedding": (reference, ref_groups, generated), "generated": (generated, gen_groups, None)}
     if "fd_audit" in settings.metrics:
-        data["audit"] = (space.project(reference), space.project(generated))
+        if measured is None:
+            raise ValueError("distribution_rows: an audit space needs the mask of the reference rows it is measured on")
+        data["audit"] = (space.project(reference[measured]), ref_groups[measured], space.project(generated))
     rows: list[dict] = []
     for index, (name, metric, source) in enumerate(_evaluations(settings)):
-        labelings = [(ref_groups, gen_groups)]
+        x, x_groups, y = data[source]
+        labelings = [(x_groups, gen_groups)]
         if overall and not metric.size_dependent:
-            labelings.append((np.full(len(reference), ALL), np.full(len(generated), ALL)))
-        x, y = data[source]
+            labelings.append((np.full(len(x), ALL), np.full(len(generated), ALL)))
         dim = space.dim if source == "audit" else reference.shape[1]
         k = jax.random.fold_in(key, index)
         for lx, ly in labelings:
