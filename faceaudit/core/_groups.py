@@ -231,7 +231,6 @@ def _evaluate_impl(key, uniforms, xs, nx, sx, ys, ny, sy, metric, num_bootstrap:
         jk_y = values[r + blocks * r:].reshape(j_y, r, -1).mean(axis=1) if j_y else jnp.zeros((0, values.shape[1]))
         estimate = subsets.mean(axis=0)
         if num_bootstrap:
-            k_bx = k
             live_x, live_y = mx.astype(jnp.float64), my.astype(jnp.float64)
             chunk = min(num_bootstrap, BOOTSTRAP_CHUNK)
             chunks = -(-num_bootstrap // chunk)
@@ -243,7 +242,7 @@ def _evaluate_impl(key, uniforms, xs, nx, sx, ys, ny, sy, metric, num_bootstrap:
                       else jnp.broadcast_to(live_y, (chunk, n_max_y)))
                 return jax.lax.map(lambda w: metric.value(cache, w[0], w[1], False), (bx, by), batch_size=batch)
 
-            boot = jax.lax.map(replicates, jax.random.split(k_bx, chunks)).reshape(chunks * chunk, -1)[:num_bootstrap]
+            boot = jax.lax.map(replicates, jax.random.split(k, chunks)).reshape(chunks * chunk, -1)[:num_bootstrap]
             plugin = metric.value(cache, live_x, live_y, True)
         else:
             boot = jnp.zeros((0, estimate.shape[0]))
