@@ -11,7 +11,8 @@ interval type it offers, and the table records how often the 95% interval covers
 
 * closed forms for the population FD (``fd_unbiased``'s estimand) and MMD^2 (``mmd2``);
 * the FD of the projected Gaussians for ``fd_audit`` (per world: its audit space is
-  estimated from the world's own rows);
+  estimated from a held-out half of the world's reference rows, as the measure stage
+  does, and the FD measured on the other half);
 * ``E[T_n]`` by Monte Carlo (``--truth-draws`` independent worlds) for the raw FD and the
   size-dependent metrics (Vendi, PRDC), whose estimand is defined at the size ``n``.
 
@@ -90,6 +91,15 @@ def closed_truth(metric, d):
     return float(core.gaussian_frechet(np.zeros(d), np.diag(s_x), shift, np.diag(s_y)))
 
 
+def held_out_space(x, labels, seed, d):
+    """The measure stage's audit space: spanned by half of each group's reference rows
+    (``core.space_rows``), ``k`` from the other half, which the FD is measured on."""
+    held = core.space_rows(labels, seed)
+    measured = ~held
+    k = core.audit_dimension([int(np.sum(labels[measured] == g)) for g in np.unique(labels)], d)
+    return core.audit_space(x[held], k), measured
+
+
 def coverage_cell(metric, interval, n, d, worlds, seed, truth=None) -> dict:
     rng = np.random.default_rng(seed)
     s_x, s_y, shift = world(d)
@@ -99,11 +109,11 @@ def coverage_cell(metric, interval, n, d, worlds, seed, truth=None) -> dict:
         x, y = draw(rng, n, d)
         key = jax.random.key(w)
         if metric == "fd_audit":
-            space = core.audit_space(np.concatenate([x, y]), core.audit_dimension([n], d))
+            space, measured = held_out_space(x, np.zeros(n, int), w, d)
             b = space.basis  # FD is translation invariant: the centre drops out
             t = float(core.gaussian_frechet(np.zeros(b.shape[1]), b.T @ np.diag(s_x) @ b, b.T @ shift, b.T @ np.diag(s_y) @ b))
-            est = core.by_group("fd_unbiased", space.project(x), np.zeros(n, int), space.project(y), np.zeros(n, int),
-                                key=key)
+            est = core.by_group("fd_unbiased", space.project(x[measured]), np.zeros(measured.sum(), int),
+                                space.project(y), np.zeros(n, int), key=key)
         else:
             t = truth
             est = (_value(metric, x, y, key) if interval == "jackknife" else
@@ -142,8 +152,9 @@ def difference_cells(metrics, n_small, n_large, d, worlds, seed) -> list[dict]:
         elif len(metrics) != 1:
             raise ValueError(f"only the PRDC metrics are evaluated together, got {metrics}")
         elif metrics[0] == "fd_audit":
-            space = core.audit_space(np.concatenate([x, y]), core.audit_dimension([n_small], d))
-            found = {"fd_audit": core.by_group("fd_unbiased", space.project(x), labels, space.project(y), labels, key=key)}
+            space, measured = held_out_space(x, labels, w, d)
+            found = {"fd_audit": core.by_group("fd_unbiased", space.project(x[measured]), labels[measured],
+                                               space.project(y), labels, key=key)}
         elif metrics[0] == "vendi":
             found = {"vendi": core.by_group("vendi", y, labels, key=key)}
         else:
@@ -224,19 +235,34 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
+def grid(cells) -> str:
+    """Coverage of every (metric, interval) at every (d, n) in one table: the README's view."""
+    cover = {(c["metric"], c["interval"], c["d"], c["n"]): c for c in cells if "coverage" in c}
+    columns = sorted({(d, n) for _, _, d, n in cover})
+    rows = sorted({(m, i) for m, i, _, _ in cover}, key=lambda r: (list(INTERVALS).index(r[0]), INTERVALS[r[0]].index(r[1])))
+    lines = ["| metric | interval | " + " | ".join(f"d = {d}, n = {n}" for d, n in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for m, i in rows:
+        found = [cover.get((m, i, d, n)) for d, n in columns]
+        lines.append(f"| {m} | {i} | " + " | ".join(f"{c['coverage']:.3f}" + ("" if c["worlds"] >= 400 else f" ({c['worlds']})")
+                                                  if c else "-" for c in found) + " |")
+    return "\n".join(lines) + "\n\nShare of nominal 95% intervals that cover the truth (400 worlds; fewer in brackets).\n"
+
+
 def markdown(cells) -> str:
-    lines = ["| metric | interval | d | n | coverage (95%) | bias / truth | mean SE / SD |", "|---|---|---|---|---|---|---|"]
-    for c in cells:
-        if "coverage" in c:
-            rel = c["bias"] / c["truth"] if c["truth"] else float("nan")
-            lines.append(f"| {c['metric']} | {c['interval']} | {c['d']} | {c['n']} | {c['coverage']:.3f} | "
-                         f"{rel:+.1%} | {c['mean_se'] / c['sd']:.2f} |")
-    lines += ["", "| metric | d | sizes | 95% interval of the difference covers 0 | mean difference (SE) |", "|---|---|---|---|---|"]
-    for c in cells:
-        if "coverage_of_zero" in c:
-            lines.append(f"| {c['metric']} | {c['d']} | {c['n_small']} vs {c['n_large']} | {c['coverage_of_zero']:.3f} | "
-                         f"{c['mean_difference']:.3g} ({c['difference_se']:.2g}) |")
-    return "\n".join(lines) + "\n"
+    lines = ["| metric | interval | d | n | worlds | coverage (95%) | bias / truth | bias / mean SE | mean SE / SD |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted((c for c in cells if "coverage" in c), key=lambda c: (c["d"], c["metric"], c["interval"], c["n"])):
+        rel = c["bias"] / c["truth"] if c["truth"] else float("nan")
+        lines.append(f"| {c['metric']} | {c['interval']} | {c['d']} | {c['n']} | {c['worlds']} | {c['coverage']:.3f} | "
+                     f"{rel:+.1%} | {c['bias'] / c['mean_se']:+.2f} | {c['mean_se'] / c['sd']:.2f} |")
+    lines += ["", "| metric | d | sizes | worlds | 95% interval of the difference covers 0 | mean difference (SE) | "
+              "mean difference / mean SE |", "|---|---|---|---|---|---|---|"]
+    for c in sorted((c for c in cells if "coverage_of_zero" in c), key=lambda c: (c["d"], c["metric"])):
+        lines.append(f"| {c['metric']} | {c['d']} | {c['n_small']} vs {c['n_large']} | {c['worlds']} | "
+                     f"{c['coverage_of_zero']:.3f} | {c['mean_difference']:.3g} ({c['difference_se']:.2g}) | "
+                     f"{c['mean_difference'] / c['mean_se']:+.2f} |")
+    return grid(cells) + "\n" + "\n".join(lines) + "\n"
 
 
 def parse(argv=None) -> argparse.Namespace:
