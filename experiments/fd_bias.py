@@ -26,6 +26,7 @@ import numpy as np
 
 from faceaudit import core
 from faceaudit.files.io import atomic_write_text, write_json
+from faceaudit.tables.metrics import DistributionSettings, audit_space
 
 ROWS = [(64, 200, 200), (256, 200, 200), (512, 200, 500), (512, 1000, 1000), (768, 300, 300)]
 
@@ -52,11 +53,9 @@ def row(d, n_x, n_y, draws, seed, groups: int = 1) -> dict:
         # group's reference rows (this group's and, with --groups, the others'); the FD is
         # measured on the other half of this group's reference rows.
         others = [rng.normal(size=(n_x, d)) * np.sqrt(s_x) for _ in range(groups - 1)]
-        reference = np.concatenate([x, *others])
-        labels = np.repeat(np.arange(groups), n_x)
-        held = core.space_rows(labels, seed=i)
-        measured = x[~held[:n_x]]
-        space = core.audit_space(reference[held], core.audit_dimension([len(measured), n_y], d))
+        space, rows = audit_space(np.concatenate([x, *others]), np.repeat(np.arange(groups), n_x), [n_y],
+                                  DistributionSettings(metrics=("fd_audit",)), seed=i)
+        measured = x[rows[:n_x]]
         b = space.basis
         truth = float(core.gaussian_frechet(np.zeros(b.shape[1]), b.T @ np.diag(s_x) @ b, b.T @ shift, b.T @ np.diag(s_y) @ b))
         audit_truth.append(truth)

@@ -36,6 +36,7 @@ import numpy as np
 
 from faceaudit import core
 from faceaudit.files.io import atomic_write_text, write_json
+from faceaudit.tables.metrics import DistributionSettings, audit_space
 
 LEVEL = 0.95
 INTERVALS = {  # what each metric offers (bootstrap intervals only where no row duplicates distort it)
@@ -91,13 +92,10 @@ def closed_truth(metric, d):
     return float(core.gaussian_frechet(np.zeros(d), np.diag(s_x), shift, np.diag(s_y)))
 
 
-def held_out_space(x, labels, seed, d):
-    """The measure stage's audit space: spanned by half of each group's reference rows
-    (``core.space_rows``), ``k`` from the other half, which the FD is measured on."""
-    held = core.space_rows(labels, seed)
-    measured = ~held
-    k = core.audit_dimension([int(np.sum(labels[measured] == g)) for g in np.unique(labels)], d)
-    return core.audit_space(x[held], k), measured
+def held_out_space(x, labels, seed):
+    """The measure stage's audit space (``tables.metrics.audit_space``): spanned by half of
+    each group's reference rows, ``k`` from the other half, which the FD is measured on."""
+    return audit_space(x, labels, [], DistributionSettings(metrics=("fd_audit",)), seed)
 
 
 def coverage_cell(metric, interval, n, d, worlds, seed, truth=None) -> dict:
@@ -109,7 +107,7 @@ def coverage_cell(metric, interval, n, d, worlds, seed, truth=None) -> dict:
         x, y = draw(rng, n, d)
         key = jax.random.key(w)
         if metric == "fd_audit":
-            space, measured = held_out_space(x, np.zeros(n, int), w, d)
+            space, measured = held_out_space(x, np.zeros(n, int), w)
             b = space.basis  # FD is translation invariant: the centre drops out
             t = float(core.gaussian_frechet(np.zeros(b.shape[1]), b.T @ np.diag(s_x) @ b, b.T @ shift, b.T @ np.diag(s_y) @ b))
             est = core.by_group("fd_unbiased", space.project(x[measured]), np.zeros(measured.sum(), int),
@@ -152,7 +150,7 @@ def difference_cells(metrics, n_small, n_large, d, worlds, seed) -> list[dict]:
         elif len(metrics) != 1:
             raise ValueError(f"only the PRDC metrics are evaluated together, got {metrics}")
         elif metrics[0] == "fd_audit":
-            space, measured = held_out_space(x, labels, w, d)
+            space, measured = held_out_space(x, labels, w)
             found = {"fd_audit": core.by_group("fd_unbiased", space.project(x[measured]), labels[measured],
                                                space.project(y), labels, key=key)}
         elif metrics[0] == "vendi":
