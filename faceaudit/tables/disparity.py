@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from faceaudit import core, runtime
+from faceaudit import core
 from faceaudit.files.manifest import GROUP_SEPARATOR
 from faceaudit.files.quiet import arviz
-from faceaudit.tables.posterior import ReusedParallelChains, diagnostics, inference_data
+from faceaudit.tables.posterior import chain_method, diagnostics, inference_data
 
 KINDS = ("binary", "ordinal", "continuous")
 
@@ -161,13 +161,12 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True):
     # The data are the sampler's arguments (jit_model_args), never constants folded into it,
     # so every fit of the same model and shapes runs one compiled program: kept for the
     # process by ReusedParallelChains, and across processes by JAX's persistent cache.
-    chain_method = runtime.chain_method(spec.num_chains)
-    if chain_method == "parallel":
-        chain_method = ReusedParallelChains(("disparity", spec.kind, data.n_categories if spec.kind == "ordinal" else 0))
+    method = chain_method(spec.num_chains, ("disparity", spec.kind, data.n_categories if spec.kind == "ordinal" else 0),
+                          progress)
     mcmc = MCMC(
         NUTS(model, target_accept_prob=0.9),
         num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains,
-        chain_method=chain_method, progress_bar=progress, jit_model_args=True,
+        chain_method=method, progress_bar=progress, jit_model_args=True,
     )
     mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y))
     extra = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from faceaudit import runtime
 from faceaudit.files.quiet import arviz
 
 R_HAT_LIMIT = 1.01
@@ -71,6 +72,14 @@ class ReusedParallelChains:
                 _CHAIN_PROGRAMS.pop(next(iter(_CHAIN_PROGRAMS)))
             program = _CHAIN_PROGRAMS[key] = jax.pmap(chain, in_axes=(0, None, None))
         return lambda map_args: program(map_args, args, kwargs)
+
+
+def chain_method(num_chains: int, key, progress: bool):
+    """The ``chain_method`` of a fit with ``jit_model_args=True``: ``ReusedParallelChains(key)``
+    where chains run side by side and no progress bar is asked for (numpyro shows none for a
+    callable method), else ``runtime.chain_method``'s choice."""
+    method = runtime.chain_method(num_chains)
+    return ReusedParallelChains(key) if method == "parallel" and not progress else method
 
 
 def inference_data(mcmc, *, observed: dict, coords=None, dims=None, prior=None, posterior_predictive=None):

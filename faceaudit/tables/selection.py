@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from faceaudit import core, runtime
+from faceaudit import core
 from faceaudit.files.quiet import arviz
-from faceaudit.tables.posterior import ReusedParallelChains, diagnostics, inference_data
+from faceaudit.tables.posterior import chain_method, diagnostics, inference_data
 
 UNDER_REPRESENTED_PROBABILITY = 0.9
 
@@ -29,10 +29,8 @@ def fit(design, fd, verification, *, generators, groups, constant: dict, attrs: 
 
     from faceaudit.models.selection import selection_kernel
 
-    method = runtime.chain_method(num_chains)
-    if method == "parallel" and not progress:  # numpyro shows no progress bar for a callable
-        # The kernel starts at the prior's median, which the training size and shift scale set.
-        method = ReusedParallelChains(("selection", float(design.training_size), float(design.shift_scale)))
+    # The kernel starts at the prior's median, which the training size and shift scale set.
+    method = chain_method(num_chains, ("selection", float(design.training_size), float(design.shift_scale)), progress)
     mcmc = MCMC(selection_kernel(design), num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=method, progress_bar=progress, jit_model_args=True)
     mcmc.run(jax.random.key(seed), design, fd=jnp.asarray(fd),
