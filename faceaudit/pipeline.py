@@ -61,30 +61,37 @@ class Step:
 
 def steps(settings: AuditSettings) -> list[Step]:
     """The stages of this audit: simulated, from a spec, or from the user's images."""
-    from faceaudit.stages import disparity, embed, explain, generate, ingest, measure, plan, report, simulate
+    from faceaudit.stages import disparity, embed, explain, generate, ingest, measure, perceive, plan, report, simulate
     from faceaudit.tables.metrics import DistributionSettings
 
     out: list[Step] = []
     training_size = settings.training_size
+    fit = perceive.FitSettings(seed=settings.seed)
     if settings.spec is not None:
         from faceaudit.files.spec import load_spec
 
         spec = load_spec(settings.spec)
         sharding = spec.ray.override(settings.ray, settings.ray_workers)
+        perceived = perceive.Settings(classifiers=spec.perceive.classifiers, templates=spec.perceive.templates,
+                                      fit=fit, reference_mix=spec.perceive.reference_mix,
+                                      skew_threshold=spec.perceive.skew_threshold)
         out += [Step(generate, generate.Settings(Path(settings.spec), sharding)),
-                Step(embed, embed.Settings(spec.encoders, sharding))]
+                Step(embed, embed.Settings(spec.encoders, perceived.templates, sharding))]
     elif settings.images is not None:
         from faceaudit.files.spec import EncoderSpec
 
         architecture, _, pretrained = settings.clip.partition(":")
         encoders = (EncoderSpec("clip", architecture, pretrained), EncoderSpec("dlib"))
+        perceived = perceive.Settings(fit=fit)
         out += [Step(ingest, ingest.Settings(Path(settings.images), Path(settings.manifest))),
-                Step(embed, embed.Settings(encoders))]
+                Step(embed, embed.Settings(encoders, perceived.templates))]
     else:
         config = (simulate.SimulationConfig.from_toml(settings.simulate_config) if settings.simulate_config
                   else simulate.SimulationConfig())
         out.append(Step(simulate, simulate.Settings(settings.seed, config)))
         training_size = training_size or float(config.training_size)  # the simulated default passes its own
+        perceived = perceive.Settings(classifiers=("simulated",), fit=fit)
+    out.append(Step(perceive, perceived))
     distribution = DistributionSettings(interval=settings.interval, bootstrap=settings.bootstrap)
     out += [Step(measure, measure.Settings(settings.seed, distribution)),
             Step(disparity, disparity.Settings(settings.draws, settings.chains, settings.seed))]

@@ -32,11 +32,13 @@ training_size = 3000
 labelled_identities = 20
 """
 DRAWS = ["--draws", "40"]
-STAGES = ["simulate", "measure", "disparity", "explain", "plan", "report"]
+STAGES = ["simulate", "perceive", "measure", "disparity", "explain", "plan", "report"]
 # Every file a stage writes, compared between runs (records hold timestamps of nothing).
 COMPARED = ["manifest.parquet", "embeddings/index.json", "identity_spreads.json", "metrics.parquet",
             "image_metrics.parquet", "contrasts.parquet", "audit_space.npz", "disparity.json", "posterior.nc",
-            "selection.nc", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json"]
+            "selection.nc", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
+            "classifier_labels.parquet", "perceived.parquet", "faithfulness.parquet", "representation.parquet",
+            "perceive.json", "representation.nc"]
 
 
 def _audit(out, config, *extra):
@@ -125,13 +127,14 @@ def test_rerun_is_up_to_date_and_a_changed_input_reruns_downstream(audited, tmp_
 
 
 def test_each_stage_command_writes_what_the_audit_writes(audited, tmp_path):
-    """simulate, measure, disparity, explain, plan-mix and report one by one, with the
+    """simulate, perceive, measure, disparity, explain, plan-mix and report one by one, with the
     audit's settings, give the audit's files; the audit then finds every stage up to date
     (those whose settings match) or reruns it to the same files."""
     root, out, _ = audited
     b = tmp_path / "b"
     steps = [
         ["simulate", "--out", str(b), "--config", str(root / "small.toml")],
+        ["perceive", str(b)],
         ["measure", str(b)],
         ["disparity", str(b), "--samples", "40", "--chains", "2"],
         ["explain", str(b), "--training-size", "3000", *DRAWS],
@@ -155,7 +158,7 @@ class Killed(BaseException):
 
 
 # The first file each stage writes; the stop lands before the stage's other files and record.
-FIRST_WRITE = {"simulate": "index.json", "measure": "audit_space.npz", "disparity": "posterior.nc",
+FIRST_WRITE = {"simulate": "index.json", "perceive": "perceived.parquet", "measure": "audit_space.npz", "disparity": "posterior.nc",
                "explain": "selection.nc", "plan": "plan.parquet", "report": "report.html"}
 
 

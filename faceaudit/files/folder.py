@@ -48,6 +48,14 @@ class AuditFolder:
     def group_columns(self) -> list[str]:
         return list(self.meta.get("group_columns", []))
 
+    @property
+    def levels(self) -> dict[str, list[str]]:
+        """Each group attribute's categories: the values the generated images requested, in
+        order of first appearance (all rows' values where nothing was generated yet)."""
+        rows = self.manifest[self.manifest["role"] == "generated"]
+        rows = rows if len(rows) else self.manifest
+        return {c: list(dict.fromkeys(v for v in rows[c].astype(str) if v != "")) for c in self.group_columns}
+
     @functools.cached_property
     def index(self) -> dict:
         return read_index(self.path)

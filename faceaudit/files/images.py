@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 
 from faceaudit.files.manifest import content_hash, group_label
 
-ROLES = ("generated", "reference")
+ROLES = ("generated", "reference")  # an audit needs both
+NEUTRAL = "neutral"  # optional: generated from a prompt that names no group (who gets drawn)
 GROUP_ATTRIBUTES = ("race", "gender", "age")
 
 
@@ -70,7 +71,9 @@ def folder_rows(images: Path, manifest: Path, groups: dict[str, tuple[str, ...]]
         file = Path(images) / str(rec["path"])
         if not file.is_file():
             raise FileNotFoundError(f"{manifest}, line {line}: image {file} does not exist")
-        for a in attributes:
+        if role == NEUTRAL and not str(rec.get("prompt", "")).strip():
+            raise ValueError(f"{manifest}, line {line}: a neutral image needs its prompt (column 'prompt')")
+        for a in attributes if role != NEUTRAL else ():  # a neutral prompt requests no group
             if groups and str(rec[a]) not in groups[a]:
                 raise ValueError(f"{manifest}, line {line}: unknown {a} {rec[a]!r}; the spec's levels are {list(groups[a])}")
             if not str(rec[a]).strip():
@@ -81,13 +84,16 @@ def folder_rows(images: Path, manifest: Path, groups: dict[str, tuple[str, ...]]
                 im.verify()
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"{manifest}, line {line}: {file} is not a readable image ({err})") from None
-        rows.append(dict({a: str(rec[a]) for a in attributes}, image_id=content_hash(data), path=str(file.resolve()),
-                         role=role, generator=str(rec.get("generator", "")) if role == "generated" else "",
+        rows.append(dict({a: str(rec[a]) if role != NEUTRAL else "" for a in attributes}, image_id=content_hash(data),
+                         path=str(file.resolve()), role=role,
+                         generator=str(rec.get("generator", "")) if role != "reference" else "",
                          identity=str(rec.get("identity", "")), identity_kind="real" if role == "reference" else "none",
                          seed=-1, prompt=str(rec.get("prompt", "")), edit=str(rec.get("edit", "")),
                          edit_phrase=str(rec.get("edit_phrase", "")), source_id=""))
     frame = pd.DataFrame(rows)
-    frame["group"] = group_label(frame, attributes)
+    if frame.empty:
+        return frame
+    frame["group"] = group_label(frame, attributes).where(frame["role"] != NEUTRAL, "")
     return frame
 
 
@@ -99,6 +105,7 @@ def table_counts(manifest: Path) -> dict[str, tuple[int, int]]:
     attributes = [c for c in table.columns if c in GROUP_ATTRIBUTES]
     if not attributes:
         raise ValueError(f"{manifest}: needs group column(s) such as race, gender (one per attribute)")
+    table = table[table["role"] != NEUTRAL]
     group = group_label(table, attributes)
     return {g: (int(((group == g) & (table["role"] == "reference")).sum()),
                 int(((group == g) & (table["role"] == "generated")).sum())) for g in sorted(group.unique())}
@@ -108,9 +115,9 @@ def _check_roles(table: pd.DataFrame, manifest: Path) -> None:
     if "role" not in table.columns:
         raise ValueError(f"{manifest}: needs a 'role' column ('generated' or 'reference' per image): "
                          "an audit compares generated faces with reference faces of the same groups")
-    bad = np.flatnonzero(~table["role"].isin(ROLES).to_numpy())
+    bad = np.flatnonzero(~table["role"].isin((*ROLES, NEUTRAL)).to_numpy())
     if bad.size:
-        raise ValueError(f"{manifest}, line {int(bad[0]) + 2}: column role must be 'generated' or 'reference', "
+        raise ValueError(f"{manifest}, line {int(bad[0]) + 2}: column role must be 'generated', 'reference' or 'neutral', "
                          f"found {table['role'].iloc[int(bad[0])]!r}")
     for role in ROLES:
         if not (table["role"] == role).any():
@@ -126,9 +133,10 @@ def ingest(images: Path, manifest: Path) -> tuple[pd.DataFrame, list[str]]:
     """
     table = read_table(manifest)
     _check_roles(table, manifest)
-    frames = [folder_rows(images, manifest, None, role=role, table=table[table["role"] == role]) for role in ROLES]
+    frames = [folder_rows(images, manifest, None, role=role, table=table[table["role"] == role])
+              for role in (*ROLES, NEUTRAL)]
     rows = pd.concat(frames, ignore_index=True)
-    rows.loc[(rows.role == "generated") & (rows.generator == ""), "generator"] = "user-images"
+    rows.loc[(rows.role != "reference") & (rows.generator == ""), "generator"] = "user-images"
     groups = [c for c in GROUP_ATTRIBUTES if c in rows.columns]
     return rows.drop_duplicates("image_id").reset_index(drop=True), groups
 

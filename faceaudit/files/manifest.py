@@ -24,9 +24,9 @@ MANIFEST = "manifest.parquet"
 MANIFEST_COLUMNS = {
     "image_id": "content hash of the image (hex SHA-256)",
     "path": "image file, relative to the manifest's folder ('' when there is no image)",
-    "role": "'generated' or 'reference'",
+    "role": "'generated', 'reference', or 'neutral' (generated from a prompt that names no group)",
     "generator": "generator name from the spec ('' for reference images)",
-    "group": "the group label, attributes joined with ' x '",
+    "group": "the group label, attributes joined with ' x ' ('' for a neutral prompt's image)",
     "identity": "identity name ('' when the prompt names nobody)",
     "identity_kind": "'invented', 'celebrity', 'real' or 'none'",
     "seed": "generation seed (-1 for reference images)",

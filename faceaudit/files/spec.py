@@ -12,11 +12,19 @@ import itertools
 import tomllib
 from pathlib import Path
 
-from faceaudit.files.prompts import invented_names, render
+from faceaudit.files.prompts import (
+    NEUTRAL_SUBJECTS,
+    NEUTRAL_TEMPLATE,
+    ZERO_SHOT_TEMPLATES,
+    invented_names,
+    neutral_prompt,
+    render,
+)
 
 DTYPES = ("float32", "float16", "bfloat16")
 EDIT_METHODS = ("sega", "ledits", "none")
 ENCODER_KINDS = ("clip", "dlib", "dinov2")
+PERCEIVE_CLASSIFIERS = ("clip", "skin_tone")
 
 EXAMPLE = '''# faceaudit audit spec. Every key is checked; unknown keys are errors.
 
@@ -71,6 +79,22 @@ kind = "dlib"                     # face detector + 128-d descriptor (face-recog
 # [[encoders]]
 # kind = "dinov2"                 # DINOv2 image-image similarity of each source and its edit
 # model = "facebook/dinov2-base"  # a hub id or a local folder
+
+[neutral]                         # prompts that name no group: whom does the model draw?
+builtin = true                    # the built-in occupations and descriptors (faceaudit.files.prompts.NEUTRAL_SUBJECTS)
+subjects = []                     # your own, e.g. ["judge", "farmer"]
+template = "a photo of the face of {subject}"
+images_per_prompt = 8             # seeds per prompt
+
+[perceive]                        # perceived attributes, corrected for the classifier's confusion on [reference] faces
+classifiers = ["clip"]            # CLIP zero-shot from the clip encoder's embeddings; add "skin_tone" for ITA / Monk from pixels
+templates = ["a photo of the face of {group}.", "a close-up photo of {group}.", "a portrait of {group}."]
+skew_threshold = 0.05             # neutral prompts ranked by P(MAD from the reference mix > this)
+# [perceive.reference_mix.race]   # default: uniform; e.g. census shares
+# Asian = 0.06
+# Black = 0.13
+# Indian = 0.01
+# White = 0.80
 
 [reference]                       # optional real images to compare with
 images = ""                       # folder
@@ -141,6 +165,17 @@ class EncoderSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PerceiveSpec:
+    """Who gets drawn: the classifiers, CLIP's zero-shot templates, the reference mix per
+    attribute (``{category: share}``; uniform where absent) and the skew threshold."""
+
+    classifiers: tuple[str, ...] = ("clip",)
+    templates: tuple[str, ...] = ZERO_SHOT_TEMPLATES
+    skew_threshold: float = 0.05
+    reference_mix: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class AuditSpec:
     name: str
     groups: dict[str, tuple[str, ...]]
@@ -155,6 +190,10 @@ class AuditSpec:
     group_images: int = 8
     reference_images: str = ""
     reference_manifest: str = ""
+    neutral_subjects: tuple[str, ...] = ()
+    neutral_template: str = NEUTRAL_TEMPLATE
+    neutral_images: int = 8
+    perceive: PerceiveSpec = PerceiveSpec()
     ray: RaySpec = RaySpec()
     source: str = "<spec>"
 
@@ -177,6 +216,11 @@ class AuditSpec:
                 for seed in range(self.seeds_per_identity):
                     out.append(dict(attrs=attrs, identity=name, identity_kind=kind, seed=seed,
                                     prompt=render(template, attrs, name)))
+        nobody = {k: "" for k in self.groups}
+        for subject in self.neutral_subjects:
+            for seed in range(self.neutral_images):
+                out.append(dict(attrs=nobody, identity="", identity_kind="none", seed=seed, role="neutral",
+                                prompt=neutral_prompt(subject, self.neutral_template)))
         return out
 
 
@@ -209,6 +253,69 @@ def _positive(value, where, source, minimum=1):
         raise SpecError(f"{source}: {where} must be at least {minimum}, got {value}")
 
 
+def _strings(value, where: str, source: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise SpecError(f"{source}: {where} must be a list of non-empty strings, got {value!r}")
+    if len(set(value)) < len(value):
+        raise SpecError(f"{source}: {where} lists {sorted({v for v in value if value.count(v) > 1})} more than once")
+    return tuple(value)
+
+
+def _neutral(table: dict, source: str) -> dict:
+    """``[neutral]``: the subjects (built-in and the user's), template and images per prompt."""
+    _check_keys(table, {"builtin", "subjects", "template", "images_per_prompt"}, "[neutral]", source)
+    builtin = table.get("builtin", False)
+    if not isinstance(builtin, bool):
+        raise SpecError(f"{source}: [neutral].builtin must be true or false, got {builtin!r}")
+    subjects = (NEUTRAL_SUBJECTS if builtin else ()) + _strings(table.get("subjects", []), "[neutral].subjects", source)
+    template = table.get("template", NEUTRAL_TEMPLATE)
+    images = table.get("images_per_prompt", 8)
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise SpecError(f"{source}: [neutral].images_per_prompt must be an integer >= 1, got {images!r}")
+    try:
+        neutral_prompt("doctor", template) if isinstance(template, str) else None
+    except (ValueError, KeyError, IndexError) as err:
+        raise SpecError(f"{source}: [neutral].template: {err}") from None
+    if not isinstance(template, str):
+        raise SpecError(f"{source}: [neutral].template must be a string with {{subject}}, got {template!r}")
+    return {"neutral_subjects": tuple(dict.fromkeys(subjects)), "neutral_template": template, "neutral_images": images}
+
+
+def _perceive(table: dict, groups: dict, source: str) -> PerceiveSpec:
+    """``[perceive]``: classifiers, zero-shot templates, skew threshold, reference mixes."""
+    _check_keys(table, {"classifiers", "templates", "skew_threshold", "reference_mix"}, "[perceive]", source)
+    out = {}
+    if "classifiers" in table:
+        out["classifiers"] = _strings(table["classifiers"], "[perceive].classifiers", source)
+        bad = [c for c in out["classifiers"] if c not in PERCEIVE_CLASSIFIERS]
+        if bad:
+            raise SpecError(f"{source}: [perceive].classifiers {bad}: known classifiers are {PERCEIVE_CLASSIFIERS}")
+    if "templates" in table:
+        out["templates"] = _strings(table["templates"], "[perceive].templates", source)
+        bad = [t for t in out["templates"] if "{group}" not in t]
+        if bad:
+            raise SpecError(f"{source}: [perceive].templates {bad} need a {{group}} field")
+    if "skew_threshold" in table:
+        value = table["skew_threshold"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise SpecError(f"{source}: [perceive].skew_threshold must be a number in [0, 1), got {value!r}")
+        out["skew_threshold"] = float(value)
+    mixes = table.get("reference_mix", {})
+    if not isinstance(mixes, dict):
+        raise SpecError(f"{source}: [perceive].reference_mix must be a table of attribute tables")
+    for attribute, shares in mixes.items():
+        where = f"[perceive.reference_mix.{attribute}]"
+        if attribute not in groups:
+            raise SpecError(f"{source}: {where}: {attribute!r} is not an attribute of [groups] {sorted(groups)}")
+        if not isinstance(shares, dict) or sorted(shares) != sorted(groups[attribute]):
+            raise SpecError(f"{source}: {where} must give a share for each of {list(groups[attribute])}, "
+                            f"got {sorted(shares) if isinstance(shares, dict) else shares!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in shares.values()):
+            raise SpecError(f"{source}: {where} shares must be positive numbers, got {shares}")
+    out["reference_mix"] = tuple((a, tuple((c, float(v)) for c, v in m.items())) for a, m in mixes.items())
+    return PerceiveSpec(**out)
+
+
 def load_spec(path: str | Path) -> AuditSpec:
     """Read and validate a spec; every error names the file and the key."""
     path = Path(path)
@@ -219,7 +326,8 @@ def load_spec(path: str | Path) -> AuditSpec:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{source}: not valid TOML: {err}") from None
-    _check_keys(raw, {"audit", "groups", "edits", "generators", "encoders", "reference", "ray"}, "the top level", source)
+    _check_keys(raw, {"audit", "groups", "edits", "generators", "encoders", "reference", "ray", "neutral", "perceive"},
+                "the top level", source)
     audit = dict(raw.get("audit", {}))
     allowed = {"name", "identities_per_group", "identity_list", "seeds_per_identity", "templates", "group_template",
                "group_images"}
@@ -274,7 +382,9 @@ def load_spec(path: str | Path) -> AuditSpec:
             audit[key] = tuple(audit[key])
     spec = AuditSpec(name=audit.pop("name", path.stem), groups={k: tuple(v) for k, v in groups.items()}, edits=dict(edits),
                      generators=generators, encoders=encoders, reference_images=reference.get("images", ""),
-                     reference_manifest=reference.get("manifest", ""), ray=ray, source=source, **audit)
+                     reference_manifest=reference.get("manifest", ""), ray=ray, source=source,
+                     **_neutral(raw.get("neutral", {}), source), perceive=_perceive(raw.get("perceive", {}), groups, source),
+                     **audit)
     for template in (*spec.templates, spec.group_template):
         try:
             render(template, spec.group_grid()[0], "Name")

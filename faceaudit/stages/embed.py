@@ -13,6 +13,7 @@ import functools
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.manifest import MANIFEST
+from faceaudit.files.prompts import ZERO_SHOT_TEMPLATES, zero_shot_prompts
 from faceaudit.files.spec import EncoderSpec, RaySpec
 from faceaudit.files.store import INDEX, EmbeddingStore, read_index
 from faceaudit.stages import StageResult
@@ -25,6 +26,7 @@ DEFAULT_ENCODERS = (EncoderSpec("clip", "ViT-B-32"), EncoderSpec("dlib"))
 @dataclasses.dataclass(frozen=True)
 class Settings:
     encoders: tuple[EncoderSpec, ...] = DEFAULT_ENCODERS
+    zero_shot_templates: tuple[str, ...] = ZERO_SHOT_TEMPLATES  # the perceive stage's CLIP prompts, embedded here
     ray: RaySpec | None = dataclasses.field(default=None, metadata={"record": False})
 
 
@@ -51,13 +53,15 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     from faceaudit.torch_layer.encoders import build_encoder
 
     counts = {}
+    _, prompts = zero_shot_prompts(folder.levels, settings.zero_shot_templates)
+    texts = [t for row in prompts for t in row]
     sharded = settings.ray is not None and settings.ray.enabled
     for spec in settings.encoders:  # one at a time: a GPU holds one model, not all of them
         encoder = build_encoder(spec, device="cpu" if sharded else spec.device)
         counts.update(embed(folder, [encoder], batch_size=batch_size_for(spec.batch_size, spec.device),
                             workers=spec.workers, ray=settings.ray,
                             builders=[functools.partial(build_encoder, spec, spec.device)],
-                            use_gpu=spec.device.startswith("cuda")))
+                            use_gpu=spec.device.startswith("cuda"), texts=texts))
         del encoder
     index = read_index(folder.path)
     stores = sorted({f"embeddings/{EmbeddingStore(folder.path, e['encoder'], e['preprocessing']).folder.name}"

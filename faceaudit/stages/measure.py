@@ -11,7 +11,7 @@ half of each group's reference images, its FD measured on the other half).
 
 Beside it: ``image_metrics.parquet`` (per generated image: is it inside a reference
 image's k-NN ball of its group, with reference balls drawn at the common reference size:
-the per-image outcome the disparity stage models), ``faithfulness.parquet`` (per-image
+the per-image outcome the disparity stage models), ``prompt_metrics.parquet`` (per-image
 prompt and edit metrics of the study) when there are prompts, and
 ``identity_spreads.json`` when reference images carry identity labels.
 """
@@ -39,7 +39,7 @@ NAME = "measure"
 DESCRIBE = "per-group metrics with intervals"
 METRICS = "metrics.parquet"
 IMAGE_METRICS = "image_metrics.parquet"
-FAITHFULNESS = "faithfulness.parquet"
+PROMPT_METRICS = "prompt_metrics.parquet"  # the perceive stage writes faithfulness.parquet (requested vs depicted)
 AUDIT_SPACE = "audit_space.npz"
 SPREADS = "identity_spreads.json"
 CONTRASTS = "contrasts.parquet"
@@ -124,8 +124,8 @@ def run(folder: AuditFolder, settings: Settings, progress=progress_bar) -> Stage
     if folder.has_role("text") or folder.has_role("similarity"):
         frame = _faithfulness(folder, x_all)
         if len(frame):
-            folder.write_parquet(FAITHFULNESS, frame)
-            outputs.append(FAITHFULNESS)
+            folder.write_parquet(PROMPT_METRICS, frame)
+            outputs.append(PROMPT_METRICS)
             rows += _faithfulness_rows(frame, settings, jax.random.fold_in(key, 3000))
     table = pd.DataFrame(rows)
     first = ["generator", "group", "metric", "edit", "value", "low", "high", "se"]

@@ -29,7 +29,8 @@ NAME = "report"
 DESCRIBE = "write the HTML report"
 REPORT = "report.html"
 OPTIONAL = ("disparity.json", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
-            "contrasts.parquet", "faithfulness.parquet")
+            "contrasts.parquet", "prompt_metrics.parquet", "faithfulness.parquet", "representation.parquet",
+            "perceive.json")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2733}
@@ -64,9 +65,9 @@ def _fmt(row, scale=1.0) -> str:
 
 
 def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: dict | None,
-             selection: pd.DataFrame | None) -> list[str]:
+             selection: pd.DataFrame | None, faithfulness: pd.DataFrame | None = None) -> list[str]:
     """The headline findings (HTML), from stage files only."""
-    out = []
+    out = _drawn_finding(faithfulness)
     head = catalogue.info(catalogue.HEADLINE)
     if contrasts is not None and len(contrasts):
         for c in contrasts[contrasts.metric == catalogue.HEADLINE].itertuples():
@@ -95,14 +96,129 @@ def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: d
     elif disparity is not None and "groups" in disparity:
         g = max(disparity["groups"], key=lambda r: r["p_worst"])
         out.append(f"<b>{html.escape(g['group'])}</b> is the worst group with posterior probability {g['p_worst']:.2f}.")
-    return out[:3]
+    return out[:4]
+
+
+def _main_fit(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the fit a reader looks at first: the first classifier's joint attribute
+    (the grid's intersections) if there is one, else its first attribute; corrected fits
+    before raw ones."""
+    table = table.sort_values("corrected", ascending=False, kind="stable")
+    classifier = table["classifier"].iloc[0]
+    mine = table[table.classifier == classifier]
+    joint = [a for a in dict.fromkeys(mine.attribute) if " x " in a]
+    return mine[mine.attribute == (joint[0] if joint else mine.attribute.iloc[0])]
+
+
+def _drawn_finding(faithfulness: pd.DataFrame | None) -> list[str]:
+    if faithfulness is None or faithfulness.empty:
+        return []
+    main = _main_fit(faithfulness)
+    own = main[main.depicted == main.requested]
+    worst = own.loc[own.share.idxmin()]
+    kind = "corrected for the classifier's confusion" if worst.corrected else "raw classifier shares, uncorrected"
+    drawn = main[(main.group == worst.group) & (main.depicted != worst.requested)].sort_values("share").iloc[-1]
+    return [f"<b>{html.escape(worst.group)} is drawn as requested least often</b>: "
+            f"{worst.share:.2f} [{worst.low:.2f}, {worst.high:.2f}] of its images show {html.escape(worst.requested)} "
+            f"({html.escape(worst.attribute)}, {kind}; the classifier's raw share says {worst.raw_share:.2f}); most often "
+            f"it is drawn as {html.escape(drawn.depicted)} ({drawn.share:.2f})."]
+
+
+def who_gets_drawn(folder: AuditFolder, f: dict) -> list[str]:
+    """The "Who gets drawn" section: requested vs depicted, neutral prompts, the calibration."""
+    faith, rep, summary = f.get("faithfulness_parquet"), f.get("representation_parquet"), f.get("perceive_json")
+    if faith is None or summary is None:
+        return []
+    out = ["<h2>Who gets drawn</h2><p>Does a requested group come out as that group, and whom does the model draw "
+           "when the prompt names no group? Perceived attributes from a classifier, corrected for the confusion it "
+           "makes on the labelled reference faces (a Bayesian measurement-error model; 90% HDIs). "
+           f"{html.escape(summary['assumption'])}</p>"]
+    for fit in summary["fits"]:
+        name = f"{fit['classifier']} / {fit['attribute']}"
+        if not fit["corrected"]:
+            out.append(f"<div class='warning'>{html.escape(name)}: {html.escape(fit['why_raw'])} (labelled raw).</div>")
+            continue
+        cal = fit["calibration"]
+        accuracy = ", ".join(f"{html.escape(c)} {a:.2f}" for c, a in cal["accuracy"].items())
+        shift = fit["sensitivity"]["max_share_shift"]
+        out.append(f"<p class='muted'>{html.escape(name)}: accuracy on {sum(cal['faces'].values())} reference faces: "
+                   f"{accuracy}; condition number {cal['condition']:.1f}. With the calibration counts divided by "
+                   f"{1 / fit['sensitivity']['calibration_weight']:.0f} (the confusion known only loosely) the shares "
+                   f"move by at most {shift:.3f}.</p>")
+        for pair in cal["cannot_tell_apart"]:
+            out.append(f"<div class='warning'>{html.escape(name)}: the classifier cannot tell {html.escape(pair[0])} and "
+                       f"{html.escape(pair[1])} apart; their corrected shares stay near the prior.</div>")
+        for problem in fit.get("diagnostics", {}).get("problems", []):
+            out.append(f"<div class='warning'>{html.escape(name)} fit: {html.escape(problem)}</div>")
+    main = _main_fit(faith)
+    if len(main):
+        attribute = main.attribute.iloc[0]
+        label = "corrected" if main.corrected.iloc[0] else "RAW, uncorrected"
+        out.append(f"<h3>Requested vs depicted ({html.escape(attribute)}, {label})</h3>")
+        for generator, part in main.groupby("generator", sort=False):
+            out.append(_img(figures.depicted_heatmap(part, f"{generator}: share of each requested group's images "
+                                                           f"depicting each {attribute}")))
+        own = faith[faith.depicted == faith.requested]
+        cells = own.assign(cell=[f"{r.share:.2f} [{r.low:.2f}, {r.high:.2f}] (raw {r.raw_share:.2f})"
+                                 + ("" if r.corrected else " RAW") for r in own.itertuples()])
+        wide = cells.pivot_table(index=["generator", "group"], columns=["classifier", "attribute"], values="cell",
+                                 aggfunc="first", sort=False)
+        wide.columns = [f"{a} ({c})" if own.classifier.nunique() > 1 else a for c, a in wide.columns]
+        counts = main[main.depicted == main.requested].set_index(["generator", "group"])[["n", "no_face"]]
+        wide = wide.join(counts.rename(columns={"n": "faces", "no_face": "no face found"}))
+        out.append("<p class='muted'>P(depicted = requested) per attribute, posterior mean [90% HDI], with the "
+                   "classifier's raw share.</p>" + _table(wide.reset_index()))
+    if rep is not None and len(rep):
+        mains = _main_fit(rep)
+        shares = mains[mains.measure == "share"]
+        divergences = rep[rep.measure != "share"]
+        main_div = _main_fit(divergences)
+        skew = main_div.pivot_table(index=["generator", "prompt"], columns="measure", values=["share", "low", "high",
+                                                                                              "p_above"], sort=False)
+        cells = pd.DataFrame(index=skew.index)
+        for m, label in (("mad", "MAD"), ("kl", "KL"), ("entropy", "normalised entropy")):
+            cells[f"{label} ({main_div.attribute.iloc[0]})"] = [
+                f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(skew[("share", m)], skew[("low", m)], skew[("high", m)])]
+        cells["P(MAD > threshold)"] = skew[("p_above", "mad")].map("{:.2f}".format)
+        others = divergences[(divergences.measure == "mad") & (divergences.attribute != main_div.attribute.iloc[0])
+                             & (divergences.classifier == main_div.classifier.iloc[0])]
+        for attribute, part in others.groupby("attribute", sort=False):
+            cells[f"MAD ({attribute})"] = part.set_index(["generator", "prompt"]).apply(
+                lambda r: f"{r.share:.3f} [{r.low:.3f}, {r.high:.3f}]", axis=1)
+        cells = cells.assign(order=skew[("share", "mad")]).sort_values("order", ascending=False).drop(columns="order")
+        out.append("<h3>Neutral prompts: whom the model draws</h3><p class='muted'>Against the reference mix "
+                   "(uniform unless the spec gives shares); prompts ranked by MAD, with 90% HDIs.</p>")
+        out.append(_table(cells.reset_index()))
+        for generator, part in shares.groupby("generator", sort=False):
+            out.append(_img(figures.prompt_mixes(part, f"{generator}: depicted {shares.attribute.iloc[0]} per prompt "
+                                                       "(bars: corrected share, 90% HDI)")))
+        out.append(_prompt_grid(folder))
+    return out
+
+
+def _prompt_grid(folder: AuditFolder) -> str:
+    """Image audits: up to six images of each neutral prompt."""
+    manifest = folder.manifest
+    neutral = manifest[(manifest.role == "neutral") & (manifest.path != "")]
+    parts = []
+    for prompt, rows in neutral.groupby("prompt", sort=False):
+        thumbs = [f'<img alt="{html.escape(prompt)}" src="data:image/png;base64,'
+                  f'{base64.b64encode(folder.file(p).read_bytes()).decode()}">' for p in rows["path"].head(6)]
+        parts.append(f"<h4>{html.escape(prompt)}</h4><div class='grid'>{''.join(thumbs)}</div>")
+    return "".join(parts)
 
 
 def _read(folder: AuditFolder) -> dict:
-    files = {"metrics": folder.read_parquet("metrics.parquet", stage="measure")}
+    return {"metrics": folder.read_parquet("metrics.parquet", stage="measure"), **_read_optional(folder)}
+
+
+def _read_optional(folder: AuditFolder) -> dict:
+    """The stage files a report shows where they exist, by name with "." as "_"."""
+    files = {}
     stage_of = {"disparity.json": "disparity", "selection_summary.parquet": "explain", "share_curves.parquet": "explain",
                 "plan.parquet": "plan", "plan.json": "plan", "contrasts.parquet": "measure",
-                "faithfulness.parquet": "measure"}
+                "prompt_metrics.parquet": "measure", "faithfulness.parquet": "perceive",
+                "representation.parquet": "perceive", "perceive.json": "perceive"}
     for name in OPTIONAL:
         if folder.exists(name):
             key = name.replace(".", "_")
@@ -120,7 +236,8 @@ def headline_findings(folder: AuditFolder) -> list[str]:
     import re
 
     f = _read(folder)
-    lines = findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"))
+    lines = findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"),
+                     f.get("faithfulness_parquet"))
     random = _random_weights(folder)
     if random:
         lines.insert(0, "RANDOM ENCODER WEIGHTS (" + "; ".join(random) + "): these numbers say nothing about faces.")
@@ -170,12 +287,14 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
                     f"networks ({html.escape('; '.join(random))}): its numbers say nothing about faces.</div>")
     body.append("<h2>Headline findings</h2>")
     body += [f"<div class='finding'>{s}</div>" for s in findings(metrics, f.get("contrasts_parquet"),
-                                                                 f.get("disparity_json"), f.get("selection_summary_parquet"))]
+                                                                 f.get("disparity_json"), f.get("selection_summary_parquet"),
+                                                                 f.get("faithfulness_parquet"))]
     warned = metrics[metrics.warning.fillna("").ne("") & metrics.metric.map(lambda m: catalogue.info(m).rankable)]
     if len(warned):
         body.append("<div class='warning'>Some per-group numbers carry warnings (⚠ in the tables): "
                     + html.escape("; ".join(sorted(set(f"{r.metric} {r.group}: {r.warning}" for r in warned.itertuples()))[:6]))
                     + "</div>")
+    body += who_gets_drawn(folder, f)
     body.append("<h2>Per-group metrics</h2><p class='muted'>Each value with its "
                 f"{int(100 * metrics.confidence.iloc[0])}% interval of the estimand stated under its table. "
                 "Arrows: which direction is better.</p>")

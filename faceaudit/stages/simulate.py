@@ -36,9 +36,9 @@ import pandas as pd
 
 from faceaudit import core
 from faceaudit.files.folder import AuditFolder
-from faceaudit.files.io import atomic_write_bytes, write_json
+from faceaudit.files.io import atomic_write_bytes, write_json, write_parquet
 from faceaudit.files.manifest import MANIFEST, content_hash, group_label, write_manifest
-from faceaudit.files.prompts import invented_names, render
+from faceaudit.files.prompts import NEUTRAL_SUBJECTS, invented_names, neutral_prompt, render
 from faceaudit.files.store import EMBEDDINGS, INDEX, EmbeddingStore, index_entry, write_index
 from faceaudit.stages import StageResult
 
@@ -47,6 +47,9 @@ DESCRIBE = "draw a simulated world and its audit embeddings"
 SIMULATED_ENCODER = "simulated"
 SIMULATED_PREPROCESSING = "none"
 SPREADS = "identity_spreads.json"
+CLASSIFIER_LABELS = "classifier_labels.parquet"
+SIMULATED_CLASSIFIER = "simulated"
+LABEL_COLUMNS = ["attribute", "category", "probability", "classifier"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,20 @@ class SimulationConfig:
     # identities with several photos each, from which the identity spreads are estimated.
     labelled_identities: int = 40
     photos_per_labelled_identity: int = 4
+    # Who gets drawn. Neutral prompts (the built-in subjects, in order) with depicted mixes
+    # over race x gender drawn around the training mix; requested groups depicted as asked
+    # with a probability that grows with the group's training share (faithful_min for the
+    # rarest, faithful_max for the commonest), else as another group in proportion to the
+    # training shares; a perceived-attribute classifier whose accuracy differs by race and
+    # whose race errors lean towards the commonest race (the bias such audits look for).
+    neutral_prompts: int = 6
+    neutral_images: int = 100
+    neutral_concentration: float = 4.0  # Dirichlet concentration of a prompt's mix around the training mix
+    faithful_min: float = 0.6
+    faithful_max: float = 0.97
+    race_accuracy: tuple[float, ...] = ()  # per race; () = 0.95 for the commonest race, 0.65-0.75 for the others
+    gender_accuracy: tuple[float, ...] = ()  # per gender; () = 0.93, 0.90, ...
+    no_face_rate: float = 0.02  # images the classifier finds no face in (never counted in a share)
 
     def __post_init__(self):
         if len(self.race_shares) != len(self.races):
@@ -90,6 +107,19 @@ class SimulationConfig:
                 raise ValueError(f"{name} must be at least 2, got {getattr(self, name)}")
         if not 0 <= self.transfer <= 1:
             raise ValueError(f"transfer must lie in [0, 1], got {self.transfer}")
+        if len(self.race_accuracy) not in (0, len(self.races)) or len(self.gender_accuracy) not in (0, len(self.genders)):
+            raise ValueError("race_accuracy and gender_accuracy need one entry per race and per gender (or none)")
+        for name in ("faithful_min", "faithful_max", "no_face_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not all(0 < a <= 1 for a in (*self.race_accuracy, *self.gender_accuracy)):
+            raise ValueError("classifier accuracies must lie in (0, 1]")
+        if self.neutral_prompts < 0 or self.neutral_prompts > len(NEUTRAL_SUBJECTS):
+            raise ValueError(f"neutral_prompts must lie in 0..{len(NEUTRAL_SUBJECTS)}, got {self.neutral_prompts}")
+        if self.neutral_prompts and self.neutral_images < 1:
+            raise ValueError(f"neutral_images must be at least 1, got {self.neutral_images}")
+        if not self.neutral_concentration > 0:
+            raise ValueError(f"neutral_concentration must be positive, got {self.neutral_concentration}")
         if not 0 < self.diversity <= 1:
             raise ValueError(f"diversity must lie in (0, 1], got {self.diversity}")
         for name in ("within_var", "between_var", "length_scale"):
@@ -204,6 +234,7 @@ class SimulatedAudit:
     spreads: dict
     truth: dict
     world: World
+    labels: pd.DataFrame  # the simulated classifier's perceived labels (CLASSIFIER_LABELS)
 
 
 def draw_audit(config: SimulationConfig, seed: int, *, with_truth: bool = True) -> SimulatedAudit:
@@ -256,11 +287,15 @@ def draw_audit(config: SimulationConfig, seed: int, *, with_truth: bool = True) 
             labelled_ids += [f"{k}-{i}"] * config.photos_per_labelled_identity
             labelled_groups += [world.labels[k]] * config.photos_per_labelled_identity
 
+    drawn = draw_representation(config, world, gen, [dict(r, group=f"{r['race']} x {r['gender']}") for r in rows],
+                                np.random.default_rng([seed, 1]))  # its own stream: the world above is unchanged
+    rows += drawn.rows
+    vectors += list(drawn.embeddings)
     embeddings = np.asarray(vectors, dtype=np.float32)
     frame = pd.DataFrame(rows)
     frame.insert(0, "image_id", _rows_hash(embeddings))
     frame["path"] = ""
-    frame["group"] = group_label(frame, ["race", "gender"])
+    frame["group"] = np.where(frame["role"] == "neutral", "", group_label(frame, ["race", "gender"]))
     frame["edit"] = ""
     frame["edit_phrase"] = ""
     frame["source_id"] = ""
@@ -269,8 +304,116 @@ def draw_audit(config: SimulationConfig, seed: int, *, with_truth: bool = True) 
     spreads = {"within": float(within), "between": dict(zip(world.labels, map(float, between))), "dim": d,
                "source": f"simulated labelled reference sample: {config.labelled_identities} identities x "
                          f"{config.photos_per_labelled_identity} photos per group"}
+    labels = drawn.labels.assign(image_id=frame["image_id"].to_numpy()[drawn.labels.pop("row").to_numpy()])
     truth = _truth(config, seed, world, counts, gen, mixing) if with_truth else {}
-    return SimulatedAudit(frame, embeddings, spreads, truth, world)
+    if with_truth:
+        truth.update(drawn.truth)
+    return SimulatedAudit(frame, embeddings, spreads, truth, world, labels[["image_id", *LABEL_COLUMNS]])
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawnRepresentation:
+    rows: list[dict]  # manifest rows of the neutral-prompt images
+    embeddings: np.ndarray  # their embeddings
+    labels: pd.DataFrame  # perceived labels: ``row`` (manifest row number) + LABEL_COLUMNS
+    truth: dict  # truth.json's "faithfulness", "representation" and "classifier"
+
+
+def classifier_confusion(config: SimulationConfig) -> dict[str, np.ndarray]:
+    """The simulated classifier's confusion ``C[true, perceived]`` per attribute: race errors
+    lean towards the commonest race of the training mix (half of each row's error goes to
+    it), gender errors spread evenly; the joint ``race x gender`` confusion is their
+    Kronecker product (the two labels err independently)."""
+    def rows(accuracy, lean_to=None):
+        k = len(accuracy)
+        out = np.zeros((k, k))
+        if k == 1:  # one category: nothing to confuse it with
+            return np.ones((1, 1))
+        for j, a in enumerate(accuracy):
+            others = [i for i in range(k) if i != j]
+            if lean_to is not None and lean_to != j and k > 2:
+                out[j, lean_to] = (1 - a) / 2
+                rest = [i for i in others if i != lean_to]
+                out[j, rest] = (1 - a) / 2 / len(rest)
+            else:
+                out[j, others] = (1 - a) / len(others)
+            out[j, j] = a
+        return out
+
+    common = int(np.argmax(config.race_shares))
+    race_accuracy = config.race_accuracy or tuple(0.95 if i == common else (0.75, 0.65, 0.7)[i % 3]
+                                                  for i in range(len(config.races)))
+    gender_accuracy = config.gender_accuracy or tuple(0.93 - 0.03 * (i % 2) for i in range(len(config.genders)))
+    race = rows(race_accuracy, common)
+    gender = rows(gender_accuracy)
+    return {"race": race, "gender": gender, "race x gender": np.kron(race, gender)}
+
+
+def depicted_mixes(config: SimulationConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """True depicted mixes over the joint ``race x gender`` categories (grid order): one row
+    per requested group and one per neutral prompt."""
+    shares = np.repeat(np.asarray(config.race_shares), len(config.genders)) / len(config.genders)
+    k = shares.size
+    spread = shares.max() - shares.min()
+    faithful = (np.full(k, config.faithful_max) if spread == 0 else
+                config.faithful_min + (config.faithful_max - config.faithful_min) * (shares - shares.min()) / spread)
+    requested = np.zeros((k, k))
+    for g in range(k):
+        others = np.where(np.arange(k) == g, 0.0, shares)
+        requested[g] = (1 - faithful[g]) * others / others.sum()
+        requested[g, g] = faithful[g]
+    neutral = rng.dirichlet(config.neutral_concentration * k * shares, size=config.neutral_prompts)
+    return requested, neutral.reshape(config.neutral_prompts, k)
+
+
+def draw_representation(config: SimulationConfig, world: World, gen, rows: list[dict],
+                        rng: np.random.Generator) -> DrawnRepresentation:
+    """Neutral-prompt images and the simulated classifier's labels of the reference faces,
+    the requested groups' own images and the neutral images, with the truth behind them."""
+    labels = list(world.labels)
+    k, n_genders = len(labels), len(config.genders)
+    confusion = classifier_confusion(config)
+    requested, neutral = depicted_mixes(config, rng)
+    true = []  # (manifest row, true joint category)
+    for i, row in enumerate(rows):
+        g = labels.index(row["group"])
+        if row["role"] == "reference":
+            true.append((i, g))
+        elif row["identity_kind"] == "none":
+            true.append((i, int(rng.choice(k, p=requested[g]))))
+    new_rows, vectors, prompts = [], [], []
+    chols = [np.linalg.cholesky(np.asarray(gen.covs[j])) for j in range(k)]
+    for p in range(config.neutral_prompts):
+        prompt = neutral_prompt(NEUTRAL_SUBJECTS[p])
+        prompts.append(prompt)
+        for s in range(config.neutral_images):
+            j = int(rng.choice(k, p=neutral[p]))
+            true.append((len(rows) + len(new_rows), j))
+            new_rows.append(dict(race="", gender="", role="neutral", generator=config.generator, identity="",
+                                 identity_kind="none", seed=s, prompt=prompt))
+            vectors.append(np.asarray(gen.means[j]) + chols[j] @ rng.normal(size=config.dim))
+    out = []
+    for row, j in true:
+        perceived = int(rng.choice(k, p=confusion["race x gender"][j]))
+        face = rng.random() >= config.no_face_rate
+        for attribute, level in (("race", perceived // n_genders), ("gender", perceived % n_genders)):
+            names = config.races if attribute == "race" else config.genders
+            out.append(dict(row=row, attribute=attribute, category=names[level] if face else "",
+                            probability=np.nan, classifier=SIMULATED_CLASSIFIER))
+
+    def by_attribute(mix):
+        joint = mix.reshape(len(config.races), n_genders)
+        return {"race": dict(zip(config.races, map(float, joint.sum(axis=1)))),
+                "gender": dict(zip(config.genders, map(float, joint.sum(axis=0)))),
+                "race x gender": dict(zip(labels, map(float, mix)))}
+
+    truth = {
+        "faithfulness": {label: by_attribute(requested[g]) for g, label in enumerate(labels)},
+        "representation": {prompt: by_attribute(neutral[p]) for p, prompt in enumerate(prompts)},
+        "classifier": {a: {"categories": list(names), "confusion": confusion[a].tolist()}
+                       for a, names in (("race", config.races), ("gender", config.genders), ("race x gender", labels))},
+    }
+    return DrawnRepresentation(new_rows, np.asarray(vectors).reshape(-1, config.dim), pd.DataFrame(out), truth)
 
 
 def _truth(config: SimulationConfig, seed: int, world: World, counts, gen, mixing) -> dict:
@@ -326,7 +469,9 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     write_index(out, {"distribution": entry, "identity": entry})
     write_manifest(out / MANIFEST, audit.manifest, ["race", "gender"], source="simulate", seed=settings.seed)
     write_json(out / SPREADS, audit.spreads)
+    write_parquet(out / CLASSIFIER_LABELS, audit.labels)
     atomic_write_bytes(out / "world.npz", audit.world.to_npz())
     write_json(out / "truth.json", audit.truth)
-    return StageResult((MANIFEST, INDEX, f"{EMBEDDINGS}/{store.folder.name}", SPREADS, "world.npz", "truth.json"),
+    return StageResult((MANIFEST, INDEX, f"{EMBEDDINGS}/{store.folder.name}", SPREADS, CLASSIFIER_LABELS, "world.npz",
+                        "truth.json"),
                        {"truth": audit.truth})

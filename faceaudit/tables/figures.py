@@ -75,3 +75,53 @@ def plan(table: pd.DataFrame, curves: pd.DataFrame, objective: str = "fd") -> by
     right.legend(fontsize=7)
     fig.tight_layout()
     return png(fig, dpi=120)
+
+
+def depicted_heatmap(frame: pd.DataFrame, title: str) -> bytes:
+    """Requested groups (rows) by depicted category (columns): the corrected share of each,
+    annotated with its value (``group``, ``depicted``, ``share`` columns)."""
+    plt = _pyplot()
+    table = frame.pivot_table(index="group", columns="depicted", values="share", sort=False)
+    fig, ax = plt.subplots(figsize=(0.75 * table.shape[1] + 2.8, 0.42 * table.shape[0] + 1.6))
+    image = ax.imshow(table.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(table.to_numpy()):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.55 else "#1d2733")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    ax.set_xlabel("depicted (corrected)")
+    ax.set_ylabel("requested")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.04, label="share")
+    return png(fig)
+
+
+def prompt_mixes(frame: pd.DataFrame, title: str) -> bytes:
+    """One small panel per prompt: each category's share with its interval (bars), the raw
+    classifier share (x) and the reference mix (|) (``prompt``, ``category``, ``share``,
+    ``low``, ``high``, ``raw_share``, ``reference`` columns)."""
+    plt = _pyplot()
+    prompts = list(dict.fromkeys(frame["prompt"]))
+    categories = list(dict.fromkeys(frame["category"]))
+    cols = min(3, len(prompts))
+    rows = int(np.ceil(len(prompts) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 0.26 * len(categories) * rows + 1.1 * rows),
+                             squeeze=False, sharex=True)
+    y = np.arange(len(categories))
+    for ax, prompt in zip(axes.flat, prompts):
+        p = frame[frame["prompt"] == prompt].set_index("category").reindex(categories)
+        ax.barh(y, p["share"], color="#8fb3d9")
+        ax.errorbar(p["share"], y, xerr=[p["share"] - p["low"], p["high"] - p["share"]], fmt="none", ecolor="#1f3b5c",
+                    lw=1.2, capsize=2)
+        ax.plot(p["raw_share"], y, "x", color="#b42318", ms=5, label="raw classifier share")
+        ax.plot(p["reference"], y, "|", color="#1d2733", ms=11, mew=2, label="reference mix")
+        ax.set_yticks(y, categories, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(prompt.removeprefix("a photo of the face of "), fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(prompts):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return png(fig)

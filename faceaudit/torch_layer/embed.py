@@ -79,8 +79,10 @@ class ImageEmbedder:
 
 def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: int = 0,
           progress: Callable = progress_bar, ray: RaySpec | None = None, builders: Sequence[Callable] = (),
-          use_gpu: bool = False) -> dict[str, int]:
+          use_gpu: bool = False, texts: Sequence[str] = ()) -> dict[str, int]:
     """Embed what is missing; record each encoder's roles; return how many images each computed.
+    Text encoders also embed ``texts`` (the zero-shot prompts of the perceive stage) beside
+    the manifest's prompts.
 
     With ``ray`` enabled, ``builders[i]`` (picklable, no arguments) rebuilds ``encoders[i]``
     in each actor (on a GPU when ``use_gpu``)."""
@@ -122,11 +124,11 @@ def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: 
         if hasattr(encoder, "embed_texts"):
             edited = manifest[manifest["edit_phrase"] != ""]
             targets = [edit_target(p, e) for p, e in zip(edited["prompt"], edited["edit_phrase"])]
-            texts = sorted({t for t in (*manifest["prompt"], *manifest["edit_phrase"], *targets) if t})
-            if texts:  # images without prompts (a user's folder) have no text side
+            wanted = sorted({t for t in (*manifest["prompt"], *manifest["edit_phrase"], *targets, *texts) if t})
+            if wanted:  # images without prompts (a user's folder) have no text side
                 tstore = EmbeddingStore.for_texts(folder.path, encoder.encoder_id)
                 have = tstore.done()
-                new = [t for t in texts if text_key(t) not in have]
+                new = [t for t in wanted if text_key(t) not in have]
                 for i in range(0, len(new), size):
                     chunk = new[i:i + size]
                     tstore.write([text_key(t) for t in chunk], encoder.embed_texts(chunk))

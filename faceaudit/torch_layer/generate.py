@@ -166,7 +166,7 @@ class Renderer:
             digest = content_hash(data)
             rel = Path("images") / self.generator.name / f"{digest}.png"
             atomic_write_bytes(self.out / rel, data)
-            rows.append(dict(**job["attrs"], job_id=job["job_id"], image_id=digest, path=str(rel), role="generated",
+            rows.append(dict(**job["attrs"], job_id=job["job_id"], image_id=digest, path=str(rel), role=job.get("role", "generated"),
                              generator=self.generator.name, identity=job["identity"],
                              identity_kind=job["identity_kind"], seed=int(job["seed"]), prompt=job["prompt"],
                              edit=job["edit"], edit_phrase=job["edit_phrase"], source_job=job.get("source_job", ""),
@@ -215,7 +215,7 @@ def consolidate(spec: AuditSpec, out: Path) -> pd.DataFrame:
     image_of = dict(zip(rows["job_id"], rows["image_id"]))
     rows["source_id"] = [image_of.get(job, "") if job else "" for job in rows.pop("source_job")]
     keys = list(spec.groups)
-    rows["group"] = group_label(rows, keys)
+    rows["group"] = group_label(rows, keys).where(rows["role"] != "neutral", "")  # a neutral prompt requests no group
     from faceaudit.files.images import reference_rows
 
     frames = [rows.drop(columns=["job_id"])]
