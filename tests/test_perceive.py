@@ -252,3 +252,79 @@ def test_skin_region_of_real_photos_gives_their_skin_tone():
         hopper = core.skin_tone(region.pixels(photo))
     assert abs(hopper["ita"] - 20.8) < 1.0 and hopper["ita_category"] == "tan"
     assert region.pixels(Image.new("RGB", (64, 64), (200, 160, 140))) is None  # no face: no pixels, never a guess
+
+
+def _real_faces():
+    import matplotlib.cbook
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as photo:
+        hopper = photo.convert("RGB")
+    return astronaut, hopper
+
+
+def test_checkpoint_classifier_on_dlib_aligned_real_faces(tmp_path):
+    """The checkpoint classifier's probabilities equal a forward pass written here on the
+    chip dlib aligns from its 5 landmarks; a checkpoint with the wrong number of outputs is
+    refused naming both counts and the categories."""
+    import dlib
+    import face_recognition_models as frm
+    import torch
+    import torchvision
+    from PIL import Image
+
+    from faceaudit.torch_layer.classifier import CheckpointClassifier
+
+    heads = {"race": ["A", "B"], "gender": ["x", "y", "z"]}
+    torch.manual_seed(1)
+    net = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    classifier = CheckpointClassifier(str(tmp_path / "model.pt"), "resnet18", heads)
+    astronaut, hopper = _real_faces()
+    got = classifier.classify([astronaut, hopper, Image.new("RGB", (80, 80), (128, 128, 128))])
+    assert got["race"][1].tolist() == [True, True, False] and np.isnan(got["gender"][0][2]).all()
+    detector, shape5 = dlib.get_frontal_face_detector(), dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+    for i, image in enumerate((astronaut, hopper)):
+        rgb = np.asarray(image)
+        face = max(detector(rgb, 1), key=lambda r: r.area())
+        chip = np.asarray(dlib.get_face_chip(rgb, shape5(rgb, face), size=224, padding=0.25), dtype=np.float32) / 255
+        x = torch.tensor((chip - [0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225]), dtype=torch.float32)
+        with torch.no_grad():
+            logits = net(x.permute(2, 0, 1)[None]).double()[0]
+        np.testing.assert_allclose(got["race"][0][i], torch.softmax(logits[:2], 0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(got["gender"][0][i], torch.softmax(logits[2:], 0).numpy(), atol=1e-5)
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=7).state_dict(), tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad.pt has 7 outputs .* need 5 \(race: \['A', 'B'\]; gender"):
+        CheckpointClassifier(str(tmp_path / "bad.pt"), "resnet18", heads)
+
+
+def test_perceive_stage_with_the_checkpoint_classifier_on_an_image_folder(tmp_path):
+    """An image folder (real faces, brightness-shifted so each file is its own image):
+    the checkpoint classifier labels every face, its confusion on the reference faces
+    corrects the generated ones, and the report's headline names the random weights."""
+    from PIL import ImageEnhance
+
+    from faceaudit.stages import ingest
+
+    astronaut, hopper = _real_faces()
+    rows = []
+    for i in range(16):
+        face = (astronaut, hopper)[i % 2].resize((256, 256))
+        ImageEnhance.Brightness(face).enhance(0.8 + 0.03 * i).save(tmp_path / f"{i}.png")
+        rows.append(dict(path=f"{i}.png", role=("reference", "generated")[(i // 2) % 2], race="AB"[i % 2], gender="x"))
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "out"
+    run_stage(out, ingest, ingest.Settings(tmp_path, tmp_path / "m.csv"))
+    settings = perceive.Settings(classifiers=("checkpoint",), checkpoint="random", checkpoint_architecture="resnet18",
+                                 fit=tables.FitSettings(draws=300))
+    result = run_stage(out, perceive, settings)
+    labels = pd.read_parquet(out / perceive.PERCEIVED)
+    assert (labels.classifier == "checkpoint").all() and (labels.category != "").all() and len(labels) == 16
+    fit = result.summary["fits"][0]
+    assert fit["attribute"] == "race" and fit["corrected"] and sum(fit["calibration"]["faces"].values()) == 8
+    assert result.summary["random_weights"] == ["checkpoint resnet18:random"]
+    assert "perceived attributes: checkpoint resnet18:random" in report._random_weights(AuditFolder(out))
+    with pytest.raises(ValueError, match="checkpoint classifier and a checkpoint file go together"):
+        perceive.Settings(classifiers=("checkpoint",))

@@ -24,7 +24,7 @@ from faceaudit.files.prompts import (
 DTYPES = ("float32", "float16", "bfloat16")
 EDIT_METHODS = ("sega", "ledits", "none")
 ENCODER_KINDS = ("clip", "dlib", "dinov2")
-PERCEIVE_CLASSIFIERS = ("clip", "skin_tone")
+PERCEIVE_CLASSIFIERS = ("clip", "checkpoint", "skin_tone")
 
 EXAMPLE = '''# faceaudit audit spec. Every key is checked; unknown keys are errors.
 
@@ -88,6 +88,9 @@ images_per_prompt = 8             # seeds per prompt
 
 [perceive]                        # perceived attributes, corrected for the classifier's confusion on [reference] faces
 classifiers = ["clip"]            # CLIP zero-shot from the clip encoder's embeddings; add "skin_tone" for ITA / Monk from pixels
+# classifiers = ["clip", "checkpoint"]  # ... and a FairFace-style ResNet on dlib-aligned crops:
+# checkpoint = "/path/to/state_dict.pt"  # fc has one logit per category of each [groups] attribute, in order
+# checkpoint_architecture = "resnet34"
 templates = ["a photo of the face of {group}.", "a close-up photo of {group}.", "a portrait of {group}."]
 skew_threshold = 0.05             # neutral prompts ranked by P(MAD from the reference mix > this)
 # [perceive.reference_mix.race]   # default: uniform; e.g. census shares
@@ -173,6 +176,8 @@ class PerceiveSpec:
     templates: tuple[str, ...] = ZERO_SHOT_TEMPLATES
     skew_threshold: float = 0.05
     reference_mix: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    checkpoint: str = ""  # a FairFace-style ResNet state_dict: one logit per category of each [groups] attribute
+    checkpoint_architecture: str = "resnet34"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,8 +288,17 @@ def _neutral(table: dict, source: str) -> dict:
 
 def _perceive(table: dict, groups: dict, source: str) -> PerceiveSpec:
     """``[perceive]``: classifiers, zero-shot templates, skew threshold, reference mixes."""
-    _check_keys(table, {"classifiers", "templates", "skew_threshold", "reference_mix"}, "[perceive]", source)
+    _check_keys(table, {"classifiers", "templates", "skew_threshold", "reference_mix", "checkpoint",
+                        "checkpoint_architecture"}, "[perceive]", source)
     out = {}
+    for key in ("checkpoint", "checkpoint_architecture"):
+        if key in table:
+            if not isinstance(table[key], str) or not table[key]:
+                raise SpecError(f"{source}: [perceive].{key} must be a non-empty string, got {table[key]!r}")
+            out[key] = table[key]
+    if ("checkpoint" in table.get("classifiers", [])) != ("checkpoint" in out):
+        raise SpecError(f'{source}: [perceive] classifiers = [..., "checkpoint"] and checkpoint = "/path/to/model.pt" '
+                        "go together")
     if "classifiers" in table:
         out["classifiers"] = _strings(table["classifiers"], "[perceive].classifiers", source)
         bad = [c for c in out["classifiers"] if c not in PERCEIVE_CLASSIFIERS]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ REPRESENTATION = "representation.parquet"
 POSTERIOR = "representation.nc"
 SUMMARY = "perceive.json"
 CLASSIFIER_LABELS = "classifier_labels.parquet"  # the simulated classifier's labels (written by simulate)
-CLASSIFIERS = ("clip", "skin_tone", "simulated")
+CLASSIFIERS = ("clip", "checkpoint", "skin_tone", "simulated")
 ITA = "skin tone (ITA)"
 MONK = "skin tone (Monk)"
 PIXEL_ATTRIBUTES = {ITA: core.ITA_CATEGORIES, MONK: core.MONK_CATEGORIES}  # no reference labels: raw unless given
@@ -76,6 +77,8 @@ class Settings:
     fit: FitSettings = FitSettings()
     reference_mix: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # (attribute, ((category, share), ...))
     skew_threshold: float = 0.05  # P(MAD > this) ranks neutral prompts
+    checkpoint: str = ""  # the checkpoint classifier's state_dict file ("random": untrained, tests only)
+    checkpoint_architecture: str = "resnet34"
 
     def __post_init__(self):
         unknown = [c for c in self.classifiers if c not in CLASSIFIERS]
@@ -86,6 +89,9 @@ class Settings:
         for template in self.templates:
             if "{group}" not in template:
                 raise ValueError(f"zero-shot template {template!r} needs a {{group}} field")
+        if ("checkpoint" in self.classifiers) != bool(self.checkpoint):
+            raise ValueError("the checkpoint classifier and a checkpoint file go together ([perceive] checkpoint = "
+                             "\"/path/to/state_dict.pt\" with classifiers = [..., \"checkpoint\"])")
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
@@ -95,6 +101,8 @@ def inputs(folder: AuditFolder, settings: Settings) -> list:
                 f"embeddings/{folder.text_store().folder.name}"]
     if "simulated" in settings.classifiers:
         out.append(CLASSIFIER_LABELS)
+    if "checkpoint" in settings.classifiers and settings.checkpoint != "random":
+        out.append(Path(settings.checkpoint).resolve())
     return out
 
 
@@ -133,18 +141,41 @@ def _skin_tone_labels(folder: AuditFolder) -> pd.DataFrame:
     from faceaudit.files.io import progress_bar
     from faceaudit.torch_layer.skin import SkinRegion
 
-    manifest = folder.manifest
-    if (manifest["path"] == "").any():
-        raise ValueError(f"{folder.path}: skin tone is read from pixels, and this audit has no image files "
-                         "(a simulated world); use the simulated or clip classifier")
     region, rows = SkinRegion(), []
-    for image_id, path in progress_bar(list(zip(manifest["image_id"], manifest["path"])), "skin tone"):
-        pixels = region.pixels(load_rgb(folder.file(path)))
+    for image_id, path in progress_bar(_image_files(folder, "skin tone"), "skin tone"):
+        pixels = region.pixels(load_rgb(path))
         tone = core.skin_tone(pixels) if pixels is not None else {"ita": np.nan, "ita_category": "", "monk": ""}
         rows += [dict(image_id=image_id, attribute=ITA, category=tone["ita_category"], probability=np.nan,
                       classifier="skin_tone", value=tone["ita"]),
                  dict(image_id=image_id, attribute=MONK, category=tone["monk"], probability=np.nan,
                       classifier="skin_tone", value=np.nan)]
+    return pd.DataFrame(rows)
+
+
+def _image_files(folder: AuditFolder, what: str) -> list[tuple[str, Path]]:
+    manifest = folder.manifest
+    if (manifest["path"] == "").any():
+        raise ValueError(f"{folder.path}: {what} reads pixels, and this audit has no image files (a simulated world); "
+                         "use the simulated or clip classifier")
+    return [(i, folder.file(p)) for i, p in zip(manifest["image_id"], manifest["path"])]
+
+
+def _checkpoint_labels(folder: AuditFolder, settings: Settings, levels: dict) -> pd.DataFrame:
+    """A FairFace-style checkpoint on dlib-aligned crops, one softmax head per attribute of
+    the grid with two or more categories; ``""`` where dlib finds no face."""
+    from faceaudit.files.images import load_rgb
+    from faceaudit.files.io import progress_bar
+    from faceaudit.torch_layer.classifier import CheckpointClassifier
+
+    heads = {a: names for a, names in levels.items() if len(names) >= 2}
+    model = CheckpointClassifier(settings.checkpoint, settings.checkpoint_architecture, heads)
+    files, rows = _image_files(folder, "the checkpoint classifier"), []
+    batches = [files[i:i + 32] for i in range(0, len(files), 32)]
+    for batch in progress_bar(batches, "checkpoint classifier"):
+        for attribute, (probs, found) in model.classify([load_rgb(path) for _, path in batch]).items():
+            for (image_id, _), p, ok in zip(batch, probs, found):
+                rows.append(dict(image_id=image_id, attribute=attribute, category=heads[attribute][int(p.argmax())] if ok
+                                 else "", probability=float(p.max()) if ok else np.nan, classifier="checkpoint"))
     return pd.DataFrame(rows)
 
 
@@ -155,6 +186,7 @@ def _simulated_labels(folder: AuditFolder) -> pd.DataFrame:
 def perceive(folder: AuditFolder, settings: Settings, levels: dict) -> pd.DataFrame:
     """Every classifier's perceived labels of every image (``perceived.parquet``)."""
     read = {"clip": lambda: _clip_labels(folder, settings, levels), "skin_tone": lambda: _skin_tone_labels(folder),
+            "checkpoint": lambda: _checkpoint_labels(folder, settings, levels),
             "simulated": lambda: _simulated_labels(folder)}
     frame = pd.concat([read[name]() for name in settings.classifiers], ignore_index=True)
     if "value" not in frame:
@@ -231,7 +263,9 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     grid = folder.levels  # CLIP's prompts name every attribute of the grid ...
     levels = {a: names for a, names in grid.items() if len(names) >= 2}  # ... shares need two categories or more
     source = str(folder.file(MANIFEST))
+    random = [c for c in settings.classifiers if c == "checkpoint" and settings.checkpoint == "random"]
     summary = {"assumption": ASSUMPTION, "fits": [],
+               "random_weights": [f"checkpoint {settings.checkpoint_architecture}:random" for _ in random],
                "skipped": {a: f"attribute {a!r} has a single category {names}: every image requested it, so there is "
                               "no mix to estimate" for a, names in grid.items() if len(names) < 2}}
     sets = ImageSets.of(manifest)
@@ -410,7 +444,8 @@ def settings_for(folder: AuditFolder, spec_path, classifier: str | None, fit: Fi
     settings = Settings(fit=fit)
     if spec_path is not None:
         p = load_spec(spec_path).perceive
-        settings = Settings(p.classifiers, p.templates, fit, p.reference_mix, p.skew_threshold)
+        settings = Settings(p.classifiers, p.templates, fit, p.reference_mix, p.skew_threshold, p.checkpoint,
+                            p.checkpoint_architecture)
     elif folder.meta.get("source") == "simulate":
         settings = dataclasses.replace(settings, classifiers=("simulated",))
     if classifier is not None:

@@ -228,7 +228,11 @@ def _read_optional(folder: AuditFolder) -> dict:
 
 
 def _random_weights(folder: AuditFolder) -> list[str]:
-    return [f"{role}: {e['encoder']}" for role, e in folder.index.items() if e["encoder"].endswith(":random")]
+    out = [f"{role}: {e['encoder']}" for role, e in folder.index.items() if e["encoder"].endswith(":random")]
+    if folder.exists("perceive.json"):
+        out += [f"perceived attributes: {c}" for c in folder.read_json("perceive.json", stage="perceive").get(
+            "random_weights", [])]
+    return out
 
 
 def headline_findings(folder: AuditFolder) -> list[str]:
