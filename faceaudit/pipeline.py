@@ -19,6 +19,7 @@ from pathlib import Path
 
 from faceaudit.files import records
 from faceaudit.files.folder import AuditFolder
+from faceaudit.files.lock import folder_lock
 from faceaudit.stages import StageResult
 
 try:
@@ -45,6 +46,34 @@ class AuditSettings:
     clip: str = "ViT-B-32"  # image audits: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a path, or "random")
     ray: str | None = None  # generate and embed on Ray actors at this address (None: the spec's [ray])
     ray_workers: int | None = None
+    allow_outside_images: bool = False  # --images: read manifest paths outside the folder too
+
+    def __post_init__(self):
+        """Options are checked when the settings are built: before any work, in --dry-run too."""
+        for name, minimum in (("draws", 1), ("chains", 1), ("seed", 0), ("bootstrap", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"--{name} must be an integer >= {minimum}, got {value!r}")
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ValueError(f"--ray-workers must be at least 1, got {self.ray_workers}")
+        for name in ("training_size", "plan_budget"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+    def no_effect(self) -> list[str]:
+        """Options given that do nothing in this mode (said before any work)."""
+        out = []
+        if self.bootstrap and self.interval == "jackknife":
+            out.append(f"--bootstrap {self.bootstrap} has no effect with --interval jackknife (the default); "
+                       "pick basic, percentile or bca to use bootstrap replicates")
+        if self.images is None and self.clip != "ViT-B-32":
+            out.append("--clip has no effect without --images (a spec names its encoders; a simulated world has none)")
+        if self.allow_outside_images and self.images is None:
+            out.append("--allow-outside-images has no effect without --images")
+        if self.spec is None and (self.ray is not None or self.ray_workers is not None) and self.images is None:
+            out.append("--ray has no effect on a simulated world (nothing to generate or embed)")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +112,7 @@ def steps(settings: AuditSettings) -> list[Step]:
         architecture, _, pretrained = settings.clip.partition(":")
         encoders = (EncoderSpec("clip", architecture, pretrained), EncoderSpec("dlib"))
         perceived = perceive.Settings(fit=fit)
-        out += [Step(ingest, ingest.Settings(Path(settings.images), Path(settings.manifest))),
+        out += [Step(ingest, ingest.Settings(Path(settings.images), Path(settings.manifest), settings.allow_outside_images)),
                 Step(embed, embed.Settings(encoders, perceived.templates))]
     else:
         config = (simulate.SimulationConfig.from_toml(settings.simulate_config) if settings.simulate_config
@@ -116,7 +145,11 @@ def why_run(folder: AuditFolder, step: Step, forced: bool) -> str | None:
 def run_stage(folder: AuditFolder | Path, module, settings) -> StageResult:
     """Run one stage and write its record last (the same path for the CLI and the audit)."""
     folder = folder if isinstance(folder, AuditFolder) else AuditFolder(folder)
-    folder.path.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder.path):  # one writer per folder
+        return _run_stage(folder, module, settings)
+
+
+def _run_stage(folder: AuditFolder, module, settings) -> StageResult:
     records.remove_record(folder.path, module.NAME)  # a failure leaves the stage to redo
     needed = module.inputs(folder, settings)
     before = records.digests(folder.path, needed)
@@ -184,6 +217,9 @@ def _check_sizes(settings: AuditSettings, plan: list[Step]) -> None:
 
     distribution = next(s.settings.distribution for s in plan if s.name == "measure")
     if settings.images is not None:
+        from faceaudit.files.images import listed_files
+
+        listed_files(Path(settings.images), Path(settings.manifest), allow_outside=settings.allow_outside_images)
         check_group_sizes(table_counts(Path(settings.manifest)), distribution, str(settings.manifest))
     elif settings.spec is not None:
         from faceaudit.files.images import read_table
@@ -221,7 +257,11 @@ def plan_audit(settings: AuditSettings) -> list[tuple[Step, str | None]]:
 def run_audit(settings: AuditSettings, log: Callable[[str], None] = print) -> dict:
     """Run the stages that are not up to date; return the timings."""
     plan = preflight(settings)
-    folder = AuditFolder(settings.out)
+    with folder_lock(settings.out):  # held from the first stage's check to the last stage's record
+        return _run_steps(settings, plan, log)
+
+
+def _run_steps(settings: AuditSettings, plan: list[Step], log: Callable[[str], None]) -> dict:
     timings = {}
     for step in plan:
         folder = AuditFolder(settings.out)  # each stage opens the folder afresh (a stage before it wrote files)
@@ -232,7 +272,9 @@ def run_audit(settings: AuditSettings, log: Callable[[str], None] = print) -> di
             continue
         start = time.perf_counter()
         log(f"[run ] {step.name}: {step.module.DESCRIBE} ({why})")
-        run_stage(folder, step.module, step.settings)
+        result = run_stage(folder, step.module, step.settings)
+        for note in result.summary.get("warnings", []) if isinstance(result.summary, dict) else []:
+            log(f"warning: {note}")
         timings[step.name] = time.perf_counter() - start
         log(f"[done] {step.name} in {timings[step.name]:.0f} s")
     return timings

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,29 @@ def test_report_renders_in_headless_chromium(audited, tmp_path):
 
     pixels = Image.open(shot).convert("L")
     assert pixels.getextrema()[0] < 100  # text and figures drawn, not a blank page
+
+
+def test_two_audits_on_one_folder_one_runs_the_other_is_refused_at_once(audited, tmp_path):
+    """A second `faceaudit audit` on a folder whose audit is running is refused at once,
+    naming the lock and its holder; the first finishes to the files of a single run."""
+    from faceaudit.files.lock import LOCK
+
+    root, out, _ = audited
+    target = tmp_path / "shared"
+    first = subprocess.Popen([sys.executable, "-m", "faceaudit", "audit", "--out", str(target), "--simulate-config",
+                              str(root / "small.toml"), *DRAWS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (target / LOCK).exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (target / LOCK).exists(), first.communicate()[1][-2000:]
+        start = time.perf_counter()
+        second = _audit(target, root / "small.toml")
+        assert time.perf_counter() - start < 10
+        assert second.returncode == 2 and f"in use by process {first.pid}" in second.stderr and LOCK in second.stderr
+    finally:
+        stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-2000:]
+    assert not (target / LOCK).exists()
+    assert_same_outputs(out, target)

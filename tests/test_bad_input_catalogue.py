@@ -68,7 +68,7 @@ def test_spec_errors_keep_their_section_names(tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(EXAMPLE.replace("guidance = 7.5", 'guidance = "high"'))
     result = invoke("spec", "check", spec)
-    assert result.exit_code == 2 and "[[generators]][0].guidance must be float" in result.output
+    assert result.exit_code == 2 and "[[generators]][0].guidance: input should be a valid number, got 'high'" in result.output
 
 
 @pytest.mark.parametrize("edit, culprit", [
@@ -178,3 +178,211 @@ def test_gradients_of_the_public_metrics_go_through_xla(rng):
     e[5, 2] = 1e-6
     numeric = (float(fc.frechet_distance(x + e, y)) - float(fc.frechet_distance(x - e, y))) / 2e-6
     assert g[5, 2] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+
+
+# --- trust: nothing read that was not asked for, nothing stale, nothing merged or dropped ----
+
+
+def _faces(folder, rows):
+    """Write real faces (LFW, 25 x 25 grey) named by ``rows`` (dicts with path, role, race, gender)."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    faces = data.lfw_subset()
+    for i, row in enumerate(rows):
+        target = folder / row["path"]
+        if not target.exists() and ".." not in row["path"] and not row["path"].startswith("/"):
+            Image.fromarray((255 * faces[i]).astype(np.uint8)).save(target)
+    pd.DataFrame(rows).to_csv(folder / "m.csv", index=False)
+    return folder / "m.csv"
+
+
+def _pairs(n=4):
+    return [dict(path=f"{i}.png", role=("reference", "generated")[i % 2], race="AB"[(i // 2) % 2], gender="x")
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("escape", ["../outside/secret.png", "ABSOLUTE", "link.png"])
+def test_manifest_paths_outside_the_images_folder_are_refused(tmp_path, escape):
+    from PIL import Image
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(outside / "secret.png")
+    images = tmp_path / "images"
+    rows = _pairs()
+    images.mkdir()
+    if escape == "link.png":
+        (images / "link.png").symlink_to(outside / "secret.png")
+    rows[2]["path"] = str(outside / "secret.png") if escape == "ABSOLUTE" else escape
+    manifest = _faces(images, rows)
+    out = tmp_path / "out"
+    result = invoke("audit", "--images", images, "--manifest", manifest, "--out", out, "--clip", "ViT-B-32:random")
+    assert result.exit_code == 2, result.output
+    assert "line 4: path" in result.output and "outside the images folder" in result.output
+    assert "--allow-outside-images" in result.output
+    assert not (out / "manifest.parquet").exists()
+    from faceaudit.files.images import ingest
+
+    rows_read, _ = ingest(images, manifest, allow_outside=True)  # the explicit option reads it
+    assert len(rows_read) == 4
+
+
+def test_report_thumbnails_are_small_jpegs_whatever_the_original(tmp_path):
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    from faceaudit.stages.report import THUMBNAIL_BYTES, _thumbnail
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (2000, 2000, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    tag = _thumbnail(tmp_path / "big.png", "<b>group</b>")
+    assert 'src="data:image/jpeg;base64,' in tag and 'alt="&lt;b&gt;group&lt;/b&gt;"' in tag
+    data = base64.b64decode(tag.split("base64,")[1].split('"')[0])
+    assert len(data) <= THUMBNAIL_BYTES and max(Image.open(_io.BytesIO(data)).size) <= 128
+
+
+def test_one_image_listed_twice_is_refused_naming_both_lines(tmp_path):
+    from faceaudit.files.images import ingest
+
+    rows = _pairs(6)
+    manifest = _faces(tmp_path, rows)
+    (tmp_path / "copy.png").write_bytes((tmp_path / "2.png").read_bytes())
+    pd.DataFrame(rows + [dict(rows[2], path="copy.png")]).to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match=r"line 4 \(reference, .*2.png\) and line 8 \(reference, .*copy.png\) are the same"):
+        ingest(tmp_path, manifest)
+    pd.DataFrame(rows + [dict(rows[2], role="generated")]).to_csv(manifest, index=False)  # one file, two roles
+    with pytest.raises(ValueError, match=r"line 4 \(reference, .*\) and line 8 \(generated, .*\) are the same image"):
+        ingest(tmp_path, manifest)
+
+
+def test_group_labels_that_would_print_alike_are_refused_and_whitespace_is_stripped(tmp_path):
+    from faceaudit.files.images import ingest
+
+    rows = _pairs(4)
+    rows[0].update(race="A x", gender="y")
+    manifest = _faces(tmp_path, rows)
+    with pytest.raises(ValueError, match=r"line 2: race 'A x' contains the word 'x'"):
+        ingest(tmp_path, manifest)
+    rows = _pairs(4)
+    rows[1]["race"] = "A "  # a trailing space made a second group before
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    notes = []
+    frame, _ = ingest(tmp_path, manifest, warn=notes.append)
+    assert sorted(frame.group.unique()) == ["A x x", "B x x"]
+    assert "line 3: race 'A ' has surrounding whitespace; read as 'A'" in notes[0]
+
+
+def test_a_missing_label_in_a_parquet_manifest_names_line_and_column(tmp_path):
+    from faceaudit.files.images import ingest
+
+    rows = _pairs(4)
+    manifest = _faces(tmp_path, rows)
+    table = pd.DataFrame(rows)
+    table.loc[1, "race"] = None
+    table.to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match=r"m.parquet, line 3: column 'race' is empty"):
+        ingest(tmp_path, tmp_path / "m.parquet")
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('race = ["Asian", "Black", "Indian", "White"]', 'race = ["A", "A", "B"]', r"\[groups\].race lists \['A'\] more than once"),
+    ("identity_list = []", 'identity_list = "Barack Obama"', r"\[audit\].identity_list: input should be a valid list"),
+    ("group_images = 8 ", 'group_images = "8" ', r"\[audit\].group_images: input should be a valid integer, got '8'"),
+    ('templates = ["a photo of {name}, {group}"]', 'templates = "a photo of {name}"', r"\[audit\].templates: input should be a valid list"),
+    ("guidance = 7.5", "guidance = -3", r"\[\[generators\]\]\[0\].guidance: input should be greater than or equal to 0"),
+    ("steps = 30", "steps = 0", r"\[\[generators\]\]\[0\].steps: input should be greater than or equal to 1"),
+])
+def test_spec_schema_names_the_key(tmp_path, old, new, message):
+    from faceaudit.files.spec import EXAMPLE, SpecError, load_spec
+
+    assert old in EXAMPLE
+    (tmp_path / "spec.toml").write_text(EXAMPLE.replace(old, new, 1))
+    with pytest.raises(SpecError, match=message):
+        load_spec(tmp_path / "spec.toml")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--draws", "0"], "--draws must be an integer >= 1, got 0"),
+    (["--chains", "0"], "--chains must be an integer >= 1, got 0"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+])
+def test_audit_options_are_refused_in_the_dry_run(tmp_path, option, message):
+    result = invoke("audit", "--out", tmp_path / "out", "--dry-run", *option)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_without_effect_say_so_and_unwritable_outputs_are_refused_first(arrays):
+    result = invoke("audit", "--out", arrays / "out", "--dry-run", "--bootstrap", "500")
+    assert result.exit_code == 0 and "--bootstrap 500 has no effect with --interval jackknife" in result.output
+    result = invoke("metrics", arrays / "real.npy", arrays / "fake.npy", "--json", "/proc/faceaudit.json")
+    assert result.exit_code == 2 and "cannot write --json /proc/faceaudit.json" in result.output
+    assert "fd_audit" not in result.output  # refused before any metric ran
+
+
+def test_a_held_folder_is_refused_at_once_naming_the_holder_and_a_stale_lock_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from faceaudit.files.lock import LOCK
+    from faceaudit.pipeline import run_stage
+    from faceaudit.stages import simulate
+
+    config = simulate.SimulationConfig(races=("A", "B"), genders=("x", "y"), race_shares=(0.5, 0.5), dim=4,
+                                       reference_per_group=30, group_images=30, invented_identities=2,
+                                       celebrity_identities=0, seeds_per_identity=2, labelled_identities=4,
+                                       neutral_prompts=1, neutral_images=10)
+    run_stage(tmp_path, simulate, simulate.Settings(0, config))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from faceaudit.files.lock import folder_lock\n"
+        f"with folder_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.perf_counter()
+        result = invoke("measure", tmp_path)
+        assert time.perf_counter() - start < 5  # at once, not after the work
+        assert result.exit_code == 2 and f"in use by process {holder.pid}" in result.output and LOCK in result.output
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != LOCK} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / LOCK).exists()  # SIGKILL left it behind: stale, its process is gone
+    result = invoke("perceive", tmp_path, "--draws", "100")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_an_image_edited_in_place_reruns_what_depends_on_it(tmp_path):
+    """The ingest record covers every listed image's content: after one image changes, the
+    dry run names it, the stages from ingest on rerun, and the numbers change; without a
+    change every stage is skipped."""
+    from PIL import Image
+
+    from faceaudit import pipeline
+    from faceaudit.files.folder import AuditFolder
+
+    rows = [dict(path=f"{i}.png", role=("reference", "generated")[i % 2], race="AB"[(i // 2) % 2], gender="x")
+            for i in range(80)]
+    manifest = _faces(tmp_path / "images", rows)
+    settings = pipeline.AuditSettings(out=tmp_path / "out", images=tmp_path / "images", manifest=manifest,
+                                      clip="ViT-B-32:random")
+    plan = [s for s in pipeline.steps(settings) if s.name in ("ingest", "embed", "measure")]
+    for step in plan:
+        pipeline.run_stage(AuditFolder(settings.out), step.module, step.settings)
+    first = pd.read_parquet(settings.out / "metrics.parquet")
+    assert all(pipeline.why_run(AuditFolder(settings.out), s, False) is None for s in plan)
+    Image.fromarray(np.full((25, 25), 200, dtype=np.uint8)).save(tmp_path / "images" / "5.png")
+    why = pipeline.why_run(AuditFolder(settings.out), plan[0], False)
+    assert why == "input 5.png changed", why
+    for step in plan:
+        pipeline.run_stage(AuditFolder(settings.out), step.module, step.settings)
+    second = pd.read_parquet(settings.out / "metrics.parquet")
+    assert not np.allclose(first.value, second.value)
+    assert all(pipeline.why_run(AuditFolder(settings.out), s, False) is None for s in plan)

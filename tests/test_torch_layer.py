@@ -79,10 +79,10 @@ def _spec(tmp_path, model, batch=4):
 # (text of the example spec, its replacement, the error that must name the key)
 SPEC_ERRORS = [
     ("steps = 30", "stepz = 30", r"unknown key\(s\) \['stepz'\] in \[\[generators\]\]\[0\]"),
-    ('dtype = "float16"', 'dtype = "float8"', r"\[\[generators\]\]\[0\].dtype must be one of"),
-    ("steps = 30", 'steps = "thirty"', r"steps must be int"),
+    ('dtype = "float16"', 'dtype = "float8"', r"\[\[generators\]\]\[0\].dtype: input should be 'float32', 'float16'"),
+    ("steps = 30", 'steps = "thirty"', r"steps: input should be a valid integer, got 'thirty'"),
     ('"a photo of {group}"', '"a photo of {grup}"', "unknown field 'grup'"),
-    ("workers = 2 ", "workers = 0 ", r"\[ray\].workers must be at least 1"),
+    ("workers = 2 ", "workers = 0 ", r"\[ray\].workers: input should be greater than or equal to 1"),
     ('address = ""', 'adress = ""', r"unknown key\(s\) \['adress'\] in \[ray\]"),
 ]
 

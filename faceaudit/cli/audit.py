@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import app, bold, console, failing
+from faceaudit.cli.app import app, bold, console, failing, warn
 from faceaudit.cli.stages import RayAddress, RayWorkers
 
 
@@ -30,6 +30,7 @@ def audit(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the inputs, say which stages would run and why, run nothing.")] = False,
     ray: RayAddress = None,
     ray_workers: RayWorkers = None,
+    allow_outside_images: Annotated[bool, typer.Option("--allow-outside-images", help="With --images: also read manifest paths outside the images folder (refused by default: their pixels end up in the report).")] = False,
 ) -> None:
     """The whole audit in one command: simulate (or generate from a spec, or read your
     images) -> embed -> measure -> disparity -> explain -> plan -> report. A stage runs only
@@ -40,11 +41,14 @@ def audit(
     from faceaudit.files.folder import AuditFolder
     from faceaudit.stages.report import headline_findings
 
-    settings = pipeline.AuditSettings(out=out, seed=seed, draws=draws, chains=chains, simulate_config=simulate_config,
-                                      force=tuple(force or ()), spec=spec_path, images=images, manifest=manifest,
-                                      training_size=training_size, plan_budget=plan_budget, interval=interval,
-                                      bootstrap=bootstrap, clip=clip, ray=ray, ray_workers=ray_workers)
     with failing():
+        settings = pipeline.AuditSettings(out=out, seed=seed, draws=draws, chains=chains, simulate_config=simulate_config,
+                                          force=tuple(force or ()), spec=spec_path, images=images, manifest=manifest,
+                                          training_size=training_size, plan_budget=plan_budget, interval=interval,
+                                          bootstrap=bootstrap, clip=clip, ray=ray, ray_workers=ray_workers,
+                                          allow_outside_images=allow_outside_images)
+        for note in settings.no_effect():
+            warn(note)
         if dry_run:
             pipeline.preflight(settings)
             for step, why in pipeline.plan_audit(settings):

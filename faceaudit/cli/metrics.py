@@ -71,14 +71,16 @@ def metrics(
 
     from faceaudit import core
     from faceaudit.files.arrays import load_embeddings, load_labels
-    from faceaudit.files.io import write_json
+    from faceaudit.files.io import check_output_file, write_json
     from faceaudit.tables.metrics import DistributionSettings, distribution_rows
 
     with failing():
         settings = DistributionSettings(metrics=tuple(m.strip() for m in metric_list.split(",") if m.strip()),
                                         confidence=confidence, k=k, interval=interval, bootstrap=bootstrap)
-        if json_out is not None and json_out.is_dir():
-            raise ValueError(f"--json {json_out} is a folder; name a file")
+        check_output_file(json_out, "--json")
+        if bootstrap and interval == "jackknife":
+            warn(f"--bootstrap {bootstrap} has no effect with --interval jackknife (the default); pick basic, "
+                 "percentile or bca to use bootstrap replicates")
         x = np.asarray(core._validate.features(load_embeddings(real), str(real)))
         y = np.asarray(core._validate.features(load_embeddings(fake), str(fake)))
         if x.shape[1] != y.shape[1]:
@@ -112,11 +114,12 @@ def demo(
     import numpy as np
 
     from faceaudit import core
-    from faceaudit.files.io import write_json
+    from faceaudit.files.io import check_output_file, write_json
     from faceaudit.stages.simulate import SimulationConfig, draw_audit
     from faceaudit.tables.metrics import DistributionSettings, distribution_rows
 
     with failing():
+        check_output_file(json_out, "--json")
         config = dataclasses.replace(SimulationConfig(), reference_per_group=per_group, group_images=per_group,
                                      invented_identities=2, celebrity_identities=0, seeds_per_identity=2)
         audit = draw_audit(config, seed, with_truth=False)

@@ -214,9 +214,10 @@ def _disparity_table(path, outcome, group, kind, success, lower_is_better, refer
                          seed=seed)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
-    for target in (json_out, posterior):
-        if target is not None and target.is_dir():
-            raise ValueError(f"{target} is a folder; name a file")
+    from faceaudit.files.io import check_output_file
+
+    check_output_file(json_out, "--json")
+    check_output_file(posterior, "--posterior")
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as err:  # pandas/pyarrow parse errors

@@ -24,8 +24,8 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
+        if path.suffix == ".parquet":  # every cell as text, missing as "" (as a CSV reads): checks name the line
+            return pd.read_parquet(path).astype(object).where(lambda t: t.notna(), "").astype(str)
         if path.suffix in (".csv", ".tsv"):
             return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
     except Exception as err:  # pandas/pyarrow parse errors
@@ -51,8 +51,42 @@ def pixel_pair(source: str | Path, edit: str | Path) -> tuple[np.ndarray, np.nda
     return np.asarray(a, dtype=np.float64) / 255.0, np.asarray(b, dtype=np.float64) / 255.0
 
 
+def contained(images: Path, relative: str, where: str, *, allow_outside: bool = False) -> Path:
+    """The file a manifest row names, resolved (symlinks followed); it must lie inside the
+    images folder unless ``allow_outside``: a manifest must not make faceaudit read, and put
+    into a report meant to be shared, a file from anywhere else.
+
+    Raises:
+        ValueError: naming the row, the path and where it leads.
+    """
+    root = Path(images).resolve()
+    file = (root / relative).resolve()  # an absolute `relative` replaces the root, as intended: it is then checked
+    if not allow_outside and not file.is_relative_to(root):
+        raise ValueError(f"{where}: path {relative!r} leads to {file}, outside the images folder {root}; faceaudit reads "
+                         "only files inside it (pass --allow-outside-images to read it anyway)")
+    return file
+
+
+def clean_label(value, column: str, where: str, warn=None) -> str:
+    """A group label as text: surrounding whitespace stripped (with a warning: "A " and "A"
+    would otherwise be two groups); a label containing the group separator refused (race
+    "A x" with gender "y" and race "A" with gender "x y" would print as one group)."""
+    from faceaudit.files.manifest import GROUP_SEPARATOR
+
+    text = str(value)
+    if text != text.strip():
+        if warn is not None:
+            warn(f"{where}: {column} {text!r} has surrounding whitespace; read as {text.strip()!r}")
+        text = text.strip()
+    words = text.split()
+    if len(words) > 1 and GROUP_SEPARATOR.strip() in words:  # "x" alone cannot shift a join; "A x" can
+        raise ValueError(f"{where}: {column} {text!r} contains the word {GROUP_SEPARATOR.strip()!r}, which joins "
+                         "attributes in a group's name; two different groups could print the same. Rename it")
+    return text
+
+
 def folder_rows(images: Path, manifest: Path, groups: dict[str, tuple[str, ...]] | None, *, role: str,
-                table: pd.DataFrame | None = None) -> pd.DataFrame:
+                table: pd.DataFrame | None = None, allow_outside: bool = False, warn=None) -> pd.DataFrame:
     """Manifest rows for user images; errors name the file, the line and the column.
 
     The table needs a ``path`` column (relative to ``images``) and one column per group
@@ -68,15 +102,16 @@ def folder_rows(images: Path, manifest: Path, groups: dict[str, tuple[str, ...]]
     rows = []
     for i, rec in table.iterrows():
         line = i + 2  # header is line 1
-        file = Path(images) / str(rec["path"])
+        file = contained(images, str(rec["path"]), f"{manifest}, line {line}", allow_outside=allow_outside)
         if not file.is_file():
             raise FileNotFoundError(f"{manifest}, line {line}: image {file} does not exist")
         if role == NEUTRAL and not str(rec.get("prompt", "")).strip():
             raise ValueError(f"{manifest}, line {line}: a neutral image needs its prompt (column 'prompt')")
+        labels = {a: clean_label(rec[a], a, f"{manifest}, line {line}", warn) for a in attributes}
         for a in attributes if role != NEUTRAL else ():  # a neutral prompt requests no group
-            if groups and str(rec[a]) not in groups[a]:
+            if groups and labels[a] not in groups[a]:
                 raise ValueError(f"{manifest}, line {line}: unknown {a} {rec[a]!r}; the spec's levels are {list(groups[a])}")
-            if not str(rec[a]).strip():
+            if not labels[a]:
                 raise ValueError(f"{manifest}, line {line}: column {a!r} is empty")
         data = file.read_bytes()
         try:
@@ -84,7 +119,7 @@ def folder_rows(images: Path, manifest: Path, groups: dict[str, tuple[str, ...]]
                 im.verify()
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"{manifest}, line {line}: {file} is not a readable image ({err})") from None
-        rows.append(dict({a: str(rec[a]) if role != NEUTRAL else "" for a in attributes}, image_id=content_hash(data),
+        rows.append(dict({a: labels[a] if role != NEUTRAL else "" for a in attributes}, line=line, image_id=content_hash(data),
                          path=str(file.resolve()), role=role,
                          generator=str(rec.get("generator", "")) if role != "reference" else "",
                          identity=str(rec.get("identity", "")), identity_kind="real" if role == "reference" else "none",
@@ -124,22 +159,50 @@ def _check_roles(table: pd.DataFrame, manifest: Path) -> None:
             raise ValueError(f"{manifest}: no {role} images (role == '{role}'); an audit needs both")
 
 
-def ingest(images: Path, manifest: Path) -> tuple[pd.DataFrame, list[str]]:
+def refuse_duplicates(rows: pd.DataFrame, manifest: Path) -> pd.DataFrame:
+    """The policy for one image listed twice: refused, naming the lines (its role in each).
+    Kept once, a duplicate would weigh one face twice in its group; across roles, it would
+    compare a face with itself."""
+    repeated = rows[rows["image_id"].duplicated(keep=False)]
+    if len(repeated):
+        listed = []
+        for image_id, same in list(repeated.groupby("image_id", sort=False))[:3]:
+            listed.append(" and ".join(f"line {r.line} ({r.role}, {r.path})" for r in same.sort_values("line").itertuples())
+                          + f" are the same image (sha256 {image_id[:12]})")
+        more = repeated["image_id"].nunique() - len(listed)
+        raise ValueError(f"{manifest}: " + "; ".join(listed) + (f"; and {more} more" if more > 0 else "")
+                         + ". List each image once, under one role")
+    return rows.drop(columns="line")
+
+
+def ingest(images: Path, manifest: Path, *, allow_outside: bool = False, warn=None) -> tuple[pd.DataFrame, list[str]]:
     """Manifest rows and group columns for a folder of existing images.
 
     Raises:
         ValueError: naming the file and line: no ``role`` column or a bad role, missing
-            group values, unreadable images; or no generated / no reference images.
+            group values, a path outside ``images``, unreadable images, one image on two
+            lines; or no generated / no reference images.
     """
     table = read_table(manifest)
     _check_roles(table, manifest)
-    frames = [folder_rows(images, manifest, None, role=role, table=table[table["role"] == role])
-              for role in (*ROLES, NEUTRAL)]
+    frames = [folder_rows(images, manifest, None, role=role, table=table[table["role"] == role],
+                          allow_outside=allow_outside, warn=warn) for role in (*ROLES, NEUTRAL)]
     rows = pd.concat(frames, ignore_index=True)
     rows.loc[(rows.role != "reference") & (rows.generator == ""), "generator"] = "user-images"
     groups = [c for c in GROUP_ATTRIBUTES if c in rows.columns]
-    return rows.drop_duplicates("image_id").reset_index(drop=True), groups
+    return refuse_duplicates(rows, manifest).reset_index(drop=True), groups
+
+
+def listed_files(images: Path, manifest: Path, *, allow_outside: bool = False) -> list[Path]:
+    """Every image file a manifest table names (resolved, checked to lie inside ``images``):
+    the ingest stage's inputs, so its record covers their content."""
+    table = read_table(manifest)
+    if "path" not in table.columns:
+        raise ValueError(f"{manifest}: needs a 'path' column (image file, relative to {images})")
+    return [contained(images, str(p), f"{manifest}, line {i + 2}", allow_outside=allow_outside)
+            for i, p in enumerate(table["path"])]
 
 
 def reference_rows(images: Path, manifest: Path, groups) -> pd.DataFrame:
-    return folder_rows(images, manifest, groups, role="reference")
+    rows = folder_rows(images, manifest, groups, role="reference")
+    return refuse_duplicates(rows, manifest) if len(rows) else rows

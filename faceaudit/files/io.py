@@ -146,3 +146,22 @@ def progress_bar(items, label: str, total: int | None = None):
         total = len(items)
     quiet = not sys.stderr.isatty() and not os.environ.get("FACEAUDIT_PROGRESS")
     return tqdm(items, desc=label, total=total, leave=False, disable=quiet)
+
+
+def check_output_file(path: str | Path | None, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a place
+    where no file can be created (checked by creating and removing a temporary file there,
+    which also holds for root on a read-only or virtual file system)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise StageFileError(f"{option} {path} is a folder; name a file")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".faceaudit-probe-"):
+            pass
+    except OSError as err:
+        raise StageFileError(f"cannot write {option} {path}: {folder} does not take new files ({err.strerror})") from None

@@ -103,9 +103,11 @@ def why_stale(folder: Path, stage: str, version: str, settings: dict, inputs: li
     now = digests(folder, inputs)
     if set(now) != set(record.inputs):
         return "its inputs are different files"
-    for path, value in now.items():
-        if record.inputs[path] != value:
-            return f"input {path} changed"
+    changed = [path for path, value in now.items() if record.inputs[path] != value]
+    if changed:
+        names = ", ".join(Path(p).name if Path(p).is_absolute() else p for p in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        return f"input{'s' if len(changed) > 1 else ''} {names}{more} changed"
     for path, value in record.outputs.items():
         full = Path(path) if Path(path).is_absolute() else folder / path
         if not full.exists():

@@ -11,6 +11,10 @@ import dataclasses
 import itertools
 import tomllib
 from pathlib import Path
+from typing import Annotated, Literal
+
+import pydantic
+from pydantic import ConfigDict, Field
 
 from faceaudit.files.prompts import (
     NEUTRAL_SUBJECTS,
@@ -21,9 +25,6 @@ from faceaudit.files.prompts import (
     render,
 )
 
-DTYPES = ("float32", "float16", "bfloat16")
-EDIT_METHODS = ("sega", "ledits", "none")
-ENCODER_KINDS = ("clip", "dlib", "dinov2")
 PERCEIVE_CLASSIFIERS = ("clip", "checkpoint", "skin_tone")
 
 EXAMPLE = '''# faceaudit audit spec. Every key is checked; unknown keys are errors.
@@ -115,34 +116,43 @@ class SpecError(ValueError):
     """A spec problem, naming the file and the key."""
 
 
-@dataclasses.dataclass(frozen=True)
+# The spec's schema: pydantic dataclasses (still frozen dataclasses to the rest of faceaudit)
+# whose types are strict (no "8" for 8, no string for a list) and whose ranges are stated
+# beside each field; load_spec turns a violation into one SpecError naming the key.
+SCHEMA = ConfigDict(extra="forbid", strict=True)
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=SCHEMA)
 class GeneratorSpec:
-    name: str
-    model: str
+    name: Text
+    model: Text
     scheduler: str = ""
-    steps: int = 30
-    guidance: float = 7.5
-    resolution: int = 512
-    dtype: str = "float16"
-    device: str = "cuda"
-    edit_method: str = "sega"
-    edit_guidance: float = 5.0
-    edit_warmup: int = 5
-    edit_threshold: float = 0.95
-    batch_size: int = 4  # images per pipeline call
-    threads: int = 0  # CPU torch threads (0: torch's default); CPU kernels round differently per thread count
+    steps: Positive = 30
+    guidance: Annotated[float, Field(ge=0)] = 7.5
+    resolution: Annotated[int, Field(ge=8, multiple_of=8)] = 512
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    device: Text = "cuda"
+    edit_method: Literal["sega", "ledits", "none"] = "sega"
+    edit_guidance: Annotated[float, Field(ge=0)] = 5.0
+    edit_warmup: NonNegative = 5
+    edit_threshold: Annotated[float, Field(ge=0, le=1)] = 0.95
+    batch_size: Positive = 4  # images per pipeline call
+    threads: NonNegative = 0  # CPU torch threads (0: torch's default); CPU kernels round differently per thread count
 
 
-@dataclasses.dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=SCHEMA)
 class RaySpec:
     """Where and how wide generate and embed run on Ray. Execution only, so it is not part
     of a stage's record: the files are the same as a run here (on a CPU, byte for byte when
     the generator's ``threads`` is fixed; see ``torch_layer.generate``)."""
 
     address: str = ""  # "" off; "local": start a local instance; "auto" / "ray://head:10001": join a cluster
-    workers: int = 2  # actors, each holding one pipeline or encoder
-    gpus_per_worker: float = 1.0  # used when the model's device is a GPU
-    cpus_per_worker: float = 1.0
+    workers: Positive = 2  # actors, each holding one pipeline or encoder
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 1.0  # used when the model's device is a GPU
+    cpus_per_worker: Annotated[float, Field(ge=0)] = 1.0
 
     @property
     def enabled(self) -> bool:
@@ -156,15 +166,29 @@ class RaySpec:
                                    workers=self.workers if workers is None else workers)
 
 
-@dataclasses.dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=SCHEMA)
 class EncoderSpec:
-    kind: str
+    kind: Literal["clip", "dlib", "dinov2"]
     architecture: str = ""  # clip: an open_clip architecture
     pretrained: str = ""  # clip: a tag ("" = the architecture's recommended one), a checkpoint path, or "random"
     model: str = ""  # dinov2: a hub id or a local folder
-    batch_size: int = 0  # images per batch; 0: 64 on a GPU, 16 on the CPU
-    device: str = "cpu"
-    workers: int = 0  # image-decoding worker processes (overlap decoding with the GPU)
+    batch_size: NonNegative = 0  # images per batch; 0: 64 on a GPU, 16 on the CPU
+    device: Text = "cpu"
+    workers: NonNegative = 0  # image-decoding worker processes (overlap decoding with the GPU)
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=SCHEMA)
+class AuditTable:
+    """``[audit]``: names, identities, seeds and prompt templates."""
+
+    name: Text = "audit"
+    identities_per_group: NonNegative = 4
+    identity_list: list[Text] = dataclasses.field(default_factory=list)
+    seeds_per_identity: Positive = 2
+    templates: Annotated[list[Text], Field(min_length=1)] = dataclasses.field(
+        default_factory=lambda: ["a photo of {name}, {group}"])
+    group_template: Text = "a photo of {group}"
+    group_images: NonNegative = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,26 +260,40 @@ def _check_keys(table: dict, allowed, where: str, source: str) -> None:
 
 
 def _build(cls, table: dict, where: str, source: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(table, fields, where, source)
-    values = {}
-    for key, value in table.items():
-        default = fields[key].default
-        expected = type(default) if default is not dataclasses.MISSING else str
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise SpecError(f"{source}: {where}.{key} must be {expected.__name__}, got {value!r}")
-        values[key] = value
-    missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and k not in values]
-    if missing:
-        raise SpecError(f"{source}: {where} needs key(s) {missing}")
-    return cls(**values)
+    """``cls(**table)`` through the schema; the first violation as a SpecError naming the key."""
+    if not isinstance(table, dict):
+        raise SpecError(f"{source}: {where} must be a table, got {table!r}")
+    _check_keys(table, {f.name for f in dataclasses.fields(cls)}, where, source)
+    try:
+        return cls(**table)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise SpecError(f"{source}: {where}.{key}: {first['msg'][0].lower()}{first['msg'][1:]}, "
+                        f"got {first.get('input')!r}") from None
 
 
-def _positive(value, where, source, minimum=1):
-    if value < minimum:
-        raise SpecError(f"{source}: {where} must be at least {minimum}, got {value}")
+def _unique_levels(groups, source: str) -> dict[str, tuple[str, ...]]:
+    """``[groups]``: each attribute a non-empty list of distinct, trimmed names."""
+    from faceaudit.files.images import clean_label
+
+    if not isinstance(groups, dict) or not groups:
+        raise SpecError(f"{source}: [groups] is empty; name at least one attribute, e.g. race = [\"Asian\", \"White\"]")
+    out = {}
+    for key, levels in groups.items():
+        if not isinstance(levels, list) or not levels or not all(isinstance(v, str) and v.strip() for v in levels):
+            raise SpecError(f"{source}: [groups].{key} must be a non-empty list of names, got {levels!r}")
+        if any(v != v.strip() for v in levels):
+            raise SpecError(f"{source}: [groups].{key}: {[v for v in levels if v != v.strip()]} have surrounding "
+                            "whitespace (\"A \" and \"A\" would be two groups)")
+        repeated = sorted({v for v in levels if levels.count(v) > 1})
+        if repeated:
+            raise SpecError(f"{source}: [groups].{key} lists {repeated} more than once (each level is one group)")
+        try:
+            out[key] = tuple(clean_label(v, key, f"{source}: [groups]") for v in levels)
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+    return out
 
 
 def _strings(value, where: str, source: str) -> tuple[str, ...]:
@@ -342,63 +380,39 @@ def load_spec(path: str | Path) -> AuditSpec:
         raise SpecError(f"{source}: not valid TOML: {err}") from None
     _check_keys(raw, {"audit", "groups", "edits", "generators", "encoders", "reference", "ray", "neutral", "perceive"},
                 "the top level", source)
-    audit = dict(raw.get("audit", {}))
-    allowed = {"name", "identities_per_group", "identity_list", "seeds_per_identity", "templates", "group_template",
-               "group_images"}
-    _check_keys(audit, allowed, "[audit]", source)
-    groups = raw.get("groups") or {}
-    if not groups:
-        raise SpecError(f"{source}: [groups] is empty; name at least one attribute, e.g. race = [\"Asian\", \"White\"]")
-    for key, levels in groups.items():
-        if not isinstance(levels, list) or not levels or not all(isinstance(v, str) and v for v in levels):
-            raise SpecError(f"{source}: [groups].{key} must be a non-empty list of names, got {levels!r}")
+    audit = _build(AuditTable, dict(raw.get("audit", {})), "[audit]", source)
+    groups = _unique_levels(raw.get("groups"), source)
     edits = raw.get("edits", {})
     for key, phrase in edits.items():
         if not isinstance(phrase, str) or not phrase.strip():
             raise SpecError(f"{source}: [edits].{key} must be a non-empty phrase, got {phrase!r}")
-    generators = tuple(_build(GeneratorSpec, g, f"[[generators]][{i}]", source) for i, g in enumerate(raw.get("generators", [])))
+    tables = raw.get("generators", [])
+    if not isinstance(tables, list):
+        raise SpecError(f"{source}: generators must be an array of tables ([[generators]]), got {tables!r}")
+    generators = tuple(_build(GeneratorSpec, g, f"[[generators]][{i}]", source) for i, g in enumerate(tables))
     if not generators:
         raise SpecError(f"{source}: no [[generators]]; name at least one model")
-    for i, g in enumerate(generators):
-        where = f"[[generators]][{i}]"
-        if g.dtype not in DTYPES:
-            raise SpecError(f"{source}: {where}.dtype must be one of {DTYPES}, got {g.dtype!r}")
-        if g.edit_method not in EDIT_METHODS:
-            raise SpecError(f"{source}: {where}.edit_method must be one of {EDIT_METHODS}, got {g.edit_method!r}")
-        if g.resolution % 8:
-            raise SpecError(f"{source}: {where}.resolution must be a multiple of 8, got {g.resolution}")
-        _positive(g.steps, f"{where}.steps", source)
-        _positive(g.batch_size, f"{where}.batch_size", source)
-        _positive(g.threads, f"{where}.threads", source, minimum=0)
     if len({g.name for g in generators}) < len(generators):
         raise SpecError(f"{source}: generator names must be distinct")
     encoders = tuple(_build(EncoderSpec, e, f"[[encoders]][{i}]", source) for i, e in enumerate(raw.get("encoders", [])))
     for i, e in enumerate(encoders):
-        if e.kind not in ENCODER_KINDS:
-            raise SpecError(f"{source}: [[encoders]][{i}].kind must be one of {ENCODER_KINDS}, got {e.kind!r}")
         if e.kind == "dinov2" and not e.model:
             raise SpecError(f'{source}: [[encoders]][{i}] (dinov2) needs model = "facebook/dinov2-base" or a local folder')
-        if e.batch_size < 0 or e.workers < 0:
-            raise SpecError(f"{source}: [[encoders]][{i}].batch_size and .workers must be >= 0")
         if e.kind == "clip" and not e.architecture:
             raise SpecError(f"{source}: [[encoders]][{i}] (clip) needs an architecture, e.g. \"ViT-B-32\"")
     ray = _build(RaySpec, raw.get("ray", {}), "[ray]", source)
-    _positive(ray.workers, "[ray].workers", source)
-    if ray.gpus_per_worker < 0 or ray.cpus_per_worker < 0:
-        raise SpecError(f"{source}: [ray].gpus_per_worker and .cpus_per_worker must be >= 0")
     reference = raw.get("reference", {})
     _check_keys(reference, {"images", "manifest"}, "[reference]", source)
-    for key in ("identities_per_group", "seeds_per_identity", "group_images"):
-        if key in audit:
-            _positive(audit[key], f"[audit].{key}", source, minimum=0 if key != "seeds_per_identity" else 1)
-    for key in ("templates", "identity_list"):
-        if key in audit:
-            audit[key] = tuple(audit[key])
-    spec = AuditSpec(name=audit.pop("name", path.stem), groups={k: tuple(v) for k, v in groups.items()}, edits=dict(edits),
+    repeated = sorted({n for n in audit.identity_list if audit.identity_list.count(n) > 1})
+    if repeated:
+        raise SpecError(f"{source}: [audit].identity_list lists {repeated} more than once")
+    spec = AuditSpec(name=audit.name if "name" in raw.get("audit", {}) else path.stem, groups=groups, edits=dict(edits),
                      generators=generators, encoders=encoders, reference_images=reference.get("images", ""),
                      reference_manifest=reference.get("manifest", ""), ray=ray, source=source,
                      **_neutral(raw.get("neutral", {}), source), perceive=_perceive(raw.get("perceive", {}), groups, source),
-                     **audit)
+                     identities_per_group=audit.identities_per_group, identity_list=tuple(audit.identity_list),
+                     seeds_per_identity=audit.seeds_per_identity, templates=tuple(audit.templates),
+                     group_template=audit.group_template, group_images=audit.group_images)
     for template in (*spec.templates, spec.group_template):
         try:
             render(template, spec.group_grid()[0], "Name")

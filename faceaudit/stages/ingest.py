@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
-from faceaudit.files.images import ingest
+from faceaudit.files.images import ingest, listed_files
 from faceaudit.files.manifest import MANIFEST, write_manifest
 from faceaudit.stages import StageResult
 
@@ -23,13 +23,19 @@ DESCRIBE = "read the image folder and its manifest"
 class Settings:
     images: Path
     manifest: Path
+    allow_outside: bool = False  # read manifest paths outside the images folder (--allow-outside-images)
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
-    return [Path(settings.manifest).resolve()]
+    """The manifest table and every image it lists: the record covers their content, so an
+    image edited in place reruns the stage and everything after it."""
+    return [Path(settings.manifest).resolve(),
+            *listed_files(Path(settings.images), Path(settings.manifest), allow_outside=settings.allow_outside)]
 
 
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
-    rows, groups = ingest(Path(settings.images), Path(settings.manifest))
+    notes: list[str] = []
+    rows, groups = ingest(Path(settings.images), Path(settings.manifest), allow_outside=settings.allow_outside,
+                          warn=notes.append)
     write_manifest(folder.file(MANIFEST), rows, groups, source=f"images:{settings.images}")
-    return StageResult((MANIFEST,), {"images": len(rows), "groups": sorted(rows["group"].unique())})
+    return StageResult((MANIFEST,), {"images": len(rows), "groups": sorted(rows["group"].unique()), "warnings": notes})

@@ -202,8 +202,7 @@ def _prompt_grid(folder: AuditFolder) -> str:
     neutral = manifest[(manifest.role == "neutral") & (manifest.path != "")]
     parts = []
     for prompt, rows in neutral.groupby("prompt", sort=False):
-        thumbs = [f'<img alt="{html.escape(prompt)}" src="data:image/png;base64,'
-                  f'{base64.b64encode(folder.file(p).read_bytes()).decode()}">' for p in rows["path"].head(6)]
+        thumbs = [_thumbnail(folder.file(p), prompt) for p in rows["path"].head(THUMBNAILS)]
         parts.append(f"<h4>{html.escape(prompt)}</h4><div class='grid'>{''.join(thumbs)}</div>")
     return "".join(parts)
 
@@ -357,16 +356,36 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     return StageResult((REPORT,), {"report": str(folder.file(REPORT).resolve())})
 
 
+THUMBNAILS = 6  # images shown per group or prompt
+THUMBNAIL_PIXELS = 128  # longest side
+THUMBNAIL_BYTES = 24_000  # cap per thumbnail: a report with 8 groups and 15 prompts stays ~0.5 MB
+
+
+def _thumbnail(path, label: str) -> str:
+    """A real thumbnail: at most 128 px, a JPEG under 24 kB (quality lowered until it fits),
+    labelled with its MIME type; never the original file's bytes."""
+    import io
+
+    from faceaudit.files.images import load_rgb
+
+    image = load_rgb(path)
+    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    for quality in (85, 70, 50, 30):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        if buffer.tell() <= THUMBNAIL_BYTES:
+            break
+    return (f'<img alt="{html.escape(label)}" src="data:image/jpeg;base64,'
+            f'{base64.b64encode(buffer.getvalue()).decode()}">')
+
+
 def _image_grid(folder: AuditFolder, manifest: pd.DataFrame) -> str:
     with_images = manifest[manifest["path"] != ""]
     if with_images.empty:
         return '<p class="muted">No images in this audit (simulated embeddings).</p>'
     parts = []
     for group, rows in with_images[with_images.role == "generated"].groupby("group"):
-        thumbs = []
-        for path in rows["path"].head(6):
-            data = folder.file(path).read_bytes()
-            thumbs.append(f'<img alt="{html.escape(group)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">')
+        thumbs = [_thumbnail(folder.file(path), group) for path in rows["path"].head(THUMBNAILS)]
         parts.append(f"<h3>{html.escape(group)}</h3><div class='grid'>{''.join(thumbs)}</div>")
     return "".join(parts)
 
