@@ -352,7 +352,7 @@ def test_a_held_folder_is_refused_at_once_naming_the_holder_and_a_stale_lock_is_
         assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != LOCK} == before
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
     assert (tmp_path / LOCK).exists()  # SIGKILL left it behind: stale, its process is gone
     result = invoke("perceive", tmp_path, "--draws", "100")
     assert result.exit_code == 0, result.output
