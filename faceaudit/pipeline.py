@@ -43,6 +43,7 @@ class AuditSettings:
     plan_budget: float | None = None
     interval: str = "jackknife"
     bootstrap: int = 0
+    metrics: tuple[str, ...] | None = None  # distribution metrics (None: those that rank groups fairly)
     clip: str = "ViT-B-32"  # image audits: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a path, or "random")
     ray: str | None = None  # generate and embed on Ray actors at this address (None: the spec's [ray])
     ray_workers: int | None = None
@@ -121,7 +122,8 @@ def steps(settings: AuditSettings) -> list[Step]:
         training_size = training_size or float(config.training_size)  # the simulated default passes its own
         perceived = perceive.Settings(classifiers=("simulated",), fit=fit)
     out.append(Step(perceive, perceived))
-    distribution = DistributionSettings(interval=settings.interval, bootstrap=settings.bootstrap)
+    distribution = DistributionSettings(interval=settings.interval, bootstrap=settings.bootstrap,
+                                        **({"metrics": settings.metrics} if settings.metrics else {}))
     out += [Step(measure, measure.Settings(settings.seed, distribution)),
             Step(disparity, disparity.Settings(settings.draws, settings.chains, settings.seed))]
     if training_size is not None:  # FD does not identify the training size: explain needs it given

@@ -14,6 +14,7 @@ from faceaudit.pipeline import run_stage
 from faceaudit.stages import explain, measure, plan, simulate
 from faceaudit.stages.simulate import SimulationConfig, World
 from faceaudit.tables import selection as tables
+from faceaudit.tables.metrics import DistributionSettings
 
 SMALL = SimulationConfig(races=("Asian", "White"), genders=("man", "woman"), race_shares=(0.15, 0.85), dim=8,
                          training_size=3000, reference_per_group=160, group_images=150, invented_identities=6,
@@ -52,7 +53,8 @@ def test_simulate_is_reproducible_and_writes_the_pipeline_files(audit, tmp_path)
 
 def test_measured_numbers_agree_with_the_truth(audit):
     out, truth = audit
-    run_stage(out, measure, measure.Settings())
+    with_raw = DistributionSettings(metrics=(*DistributionSettings().metrics, "fd"))  # the raw FD only on request
+    run_stage(out, measure, measure.Settings(distribution=with_raw))
     frame = pd.read_parquet(out / "metrics.parquet")
     fd = frame[(frame.metric == "fd_audit") & (frame.group != "all")].set_index("group")
     # d = 8, 80 measured reference rows per group (the other 80 span the audit space) and

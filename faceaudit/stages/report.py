@@ -301,7 +301,8 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     body.append("<h2>Per-group metrics</h2><p class='muted'>Each value with its "
                 f"{int(100 * metrics.confidence.iloc[0])}% interval of the estimand stated under its table. "
                 "Arrows: which direction is better.</p>")
-    body += _metric_tables(metrics[metrics.group != "all"])
+    rankable = metrics.metric.map(lambda m: catalogue.info(m).rankable)
+    body += _metric_tables(metrics[(metrics.group != "all") & rankable])
     body.append("<h2>Disparities</h2>")
     for name in (catalogue.HEADLINE, "fd_audit", "verification_same_group", "coverage"):
         sub = metrics[(metrics.metric == name) & (metrics.group != "all") & (metrics.edit == "")].copy()
@@ -346,6 +347,11 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         body.append(_table(plan[["group", "share_now", "extra_images", "share_planned", "quality_now", "quality_uniform",
                                  "quality_proportional", "quality_planned"]]))
     body.append("<h2>Sample images</h2>" + _image_grid(folder, manifest))
+    if (~rankable).any():
+        body.append("<h2>Appendix: for comparison with the literature</h2><p class='muted'>Numbers that cannot rank "
+                    "groups (their finite-sample bias depends on a group's size and spread), kept because papers "
+                    "report them. They are not in the findings or the tables above.</p>")
+        body += _metric_tables(metrics[(metrics.group != "all") & ~rankable])
     body.append("<h2>Settings and versions</h2>")
     records = {p.stem: json.loads(p.read_text()).get("settings") for p in sorted(folder.file(RECORDS).glob("*.json"))}
     body.append("<pre>" + html.escape(json.dumps({"stages": records, "manifest": meta, "versions": _versions()},

@@ -111,7 +111,10 @@ DISTRIBUTION_METRICS = ("mmd2", "fd_audit", "fd_unbiased", "fd", "precision", "r
 DIVERSITY_METRICS = ("vendi",)
 # What ``faceaudit metrics`` and the measure stage compute from two embedding sets.
 EMBEDDING_METRICS = (*DISTRIBUTION_METRICS, "cmmd", *DIVERSITY_METRICS)
-DEFAULT_EMBEDDING_METRICS = (*DISTRIBUTION_METRICS, *DIVERSITY_METRICS)
+# By default only numbers that compare groups fairly (the raw and first-order corrected FD
+# carry a size- and spread-dependent bias at audit sizes, and were most of the time at real
+# sizes): ask for them with --metrics ...,fd,fd_unbiased.
+DEFAULT_EMBEDDING_METRICS = tuple(m for m in (*DISTRIBUTION_METRICS, *DIVERSITY_METRICS) if CATALOGUE[m].rankable)
 ALL = "all"  # the group of all rows together
 
 
