@@ -386,3 +386,28 @@ def test_an_image_edited_in_place_reruns_what_depends_on_it(tmp_path):
     second = pd.read_parquet(settings.out / "metrics.parquet")
     assert not np.allclose(first.value, second.value)
     assert all(pipeline.why_run(AuditFolder(settings.out), s, False) is None for s in plan)
+
+
+def test_intersections_that_would_print_alike_never_merge(tmp_path):
+    """The core's intersections and every table's group column refuse two value combinations
+    that print as one name (they merged in silence before)."""
+    from faceaudit.files.manifest import group_label
+
+    race, gender = np.array(["A x", "A"]), np.array(["y", "x y"])
+    with pytest.raises(ValueError, match=r"\('A x', 'y'\) and \('A', 'x y'\) would both be named 'A x x y'"):
+        fc.group_labels((race, gender))
+    frame = pd.DataFrame({"race": race, "gender": gender})
+    with pytest.raises(ValueError, match=r"survey.csv: the groups \[\('A x', 'y'\), \('A', 'x y'\)\] would all print"):
+        group_label(frame, ["race", "gender"], where="survey.csv")
+    assert list(fc.group_labels((np.array(["A", "B"]), np.array(["x", "x"])))) == ["A x x", "B x x"]
+
+
+def test_metrics_refuses_one_embedding_twice_naming_the_rows(arrays):
+    real = np.load(arrays / "real.npy")
+    np.save(arrays / "fake.npy", np.concatenate([np.load(arrays / "fake.npy")[:-1], real[7:8]]))
+    result = invoke("metrics", arrays / "real.npy", arrays / "fake.npy")
+    assert result.exit_code == 2 and "real.npy row 7 and" in result.output and "fake.npy row 59" in result.output
+    np.save(arrays / "real.npy", np.concatenate([real[:-1], real[3:4]]))  # twice within one set
+    np.save(arrays / "fake.npy", real + 1.0)
+    result = invoke("metrics", arrays / "real.npy", arrays / "fake.npy")
+    assert result.exit_code == 2 and "real.npy row 3 and" in result.output and "real.npy row 59" in result.output

@@ -70,7 +70,7 @@ def metrics(
     import numpy as np
 
     from faceaudit import core
-    from faceaudit.files.arrays import load_embeddings, load_labels
+    from faceaudit.files.arrays import load_embeddings, load_labels, refuse_repeated_rows
     from faceaudit.files.io import check_output_file, write_json
     from faceaudit.tables.metrics import DistributionSettings, distribution_rows
 
@@ -85,6 +85,7 @@ def metrics(
         y = np.asarray(core._validate.features(load_embeddings(fake), str(fake)))
         if x.shape[1] != y.shape[1]:
             raise ValueError(f"{real} has {x.shape[1]} columns but {fake} has {y.shape[1]}: both must come from one encoder")
+        refuse_repeated_rows({str(real): x, str(fake): y})
         if (groups_real is None) != (groups_fake is None):
             raise ValueError("pass --groups-real and --groups-fake together")
         gx = load_labels(groups_real, len(x), of=str(real)) if groups_real else np.full(len(x), ALL)

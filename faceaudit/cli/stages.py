@@ -82,6 +82,7 @@ def embed(
     clip: Annotated[str, typer.Option(help="Without a spec: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a checkpoint path, or 'random' for tests).")] = "ViT-B-32",
     ray: RayAddress = None,
     ray_workers: RayWorkers = None,
+    allow_outside_images: Annotated[bool, typer.Option("--allow-outside-images", help="With --images: also read manifest paths outside the images folder.")] = False,
 ) -> None:
     """Embed every image with open_clip (image + prompts), dlib (face detection + 128-d
     descriptor) and any DINOv2 encoder of the spec; images already embedded by the same
@@ -105,7 +106,8 @@ def embed(
         for line in stage.preflight(settings):
             console.print(f"weights: {line}")
         if images is not None:
-            _run(out, ingest, ingest.Settings(images, manifest))
+            for note in _run(out, ingest, ingest.Settings(images, manifest, allow_outside_images)).summary["warnings"]:
+                warn(note)
         result = _run(out, stage, settings)
     for enc, n in result.summary["embedded"].items():
         console.print(f"{enc}: embedded {n} new image(s)")

@@ -96,7 +96,14 @@ def group_labels(labels, name: str = "labels") -> np.ndarray:
         parts = [group_labels(p, name) for p in labels]
         if len({p.shape for p in parts}) != 1:
             raise ValueError(f"{name}: the label arrays of an intersection differ in length")
-        return np.array([GROUP_SEPARATOR.join(row) for row in zip(*parts)], dtype=object)
+        rows = list(zip(*parts))
+        joined = {}
+        for row in dict.fromkeys(rows):  # distinct intersections must stay distinct once printed
+            other = joined.setdefault(GROUP_SEPARATOR.join(row), row)
+            if other != row:
+                raise ValueError(f"{name}: the intersections {other} and {row} would both be named "
+                                 f"{GROUP_SEPARATOR.join(row)!r}; rename a label so that no group merges with another")
+        return np.array([GROUP_SEPARATOR.join(row) for row in rows], dtype=object)
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one label per row (1-D), got shape {arr.shape}")

@@ -53,3 +53,25 @@ def load_labels(path: str | Path, n: int, *, of: str) -> np.ndarray:
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{path} has {labels.shape[0] if labels.ndim else 0} labels but {of} has {n} rows")
     return labels
+
+
+def refuse_repeated_rows(arrays: dict[str, np.ndarray]) -> None:
+    """The duplicate policy of ``faceaudit metrics`` (as of ``audit --images``): one
+    embedding twice, in one file or in both, is refused with its rows named. A repeated
+    row weighs one face twice; one in both sets compares a face with itself.
+
+    Raises:
+        ValueError: ``"real.npy row 3 and fake.npy row 17 are the same embedding"``.
+    """
+    seen: dict[bytes, tuple[str, int]] = {}
+    clashes = []
+    for name, array in arrays.items():
+        rows = np.ascontiguousarray(array)
+        for i in range(len(rows)):
+            first = seen.setdefault(rows[i].tobytes(), (name, i))
+            if first != (name, i):
+                clashes.append(f"{first[0]} row {first[1]} and {name} row {i}")
+    if clashes:
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise ValueError("; ".join(clashes[:3]) + f" are the same embedding{more}: the same image twice? "
+                         "List each image once, in one set")

@@ -83,6 +83,22 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, dict]:
     return frame, meta
 
 
-def group_label(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """The ``group`` label of each row: its attribute values joined with ``' x '``."""
-    return frame[columns].astype(str).agg(GROUP_SEPARATOR.join, axis=1)
+def group_label(frame: pd.DataFrame, columns: list[str], where: str = "") -> pd.Series:
+    """The ``group`` label of each row: its attribute values joined with ``' x '``.
+
+    Raises:
+        ValueError: two different combinations of values that would print as one label
+            (race "A x" with gender "y" and race "A" with gender "x y"), named: groups must
+            never merge in silence.
+    """
+    values = frame[columns].astype(str)
+    labels = values.agg(GROUP_SEPARATOR.join, axis=1) if len(columns) else pd.Series("", index=frame.index)
+    if len(columns) > 1 and len(frame):
+        distinct = values.drop_duplicates()
+        joined = distinct.agg(GROUP_SEPARATOR.join, axis=1)
+        clash = joined[joined.duplicated(keep=False)]
+        if len(clash):
+            pairs = [tuple(r) for r in distinct.loc[clash.index].itertuples(index=False)]
+            raise ValueError(f"{where + ': ' if where else ''}the groups {pairs} would all print as "
+                             f"{clash.iloc[0]!r}; rename a label so that no group merges with another")
+    return labels

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from faceaudit import core
-from faceaudit.files.manifest import GROUP_SEPARATOR
+from faceaudit.files.manifest import group_label
 from faceaudit.files.quiet import arviz
 from faceaudit.tables.posterior import chain_method, diagnostics, inference_data
 
@@ -89,7 +89,7 @@ class PreparedData:
             cat = pd.Categorical(frame[col].astype(str))
             codes.append(np.asarray(cat.codes))
             levels.append(list(cat.categories))
-        cells = pd.Series([GROUP_SEPARATOR.join(v) for v in zip(*(frame[c].astype(str) for c in spec.group))])
+        cells = group_label(frame.reset_index(drop=True), list(spec.group), where=source)
         cell_cat = pd.Categorical(cells)
         self.cells = list(cell_cat.categories)
         self.cell_codes = np.asarray(cell_cat.codes)
