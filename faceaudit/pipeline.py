@@ -20,7 +20,7 @@ from pathlib import Path
 from faceaudit.files import records
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.lock import folder_lock
-from faceaudit.stages import StageResult
+from faceaudit.stages import FIT_DRAWS, StageResult
 
 try:
     VERSION = metadata.version("faceaudit")
@@ -32,7 +32,7 @@ except metadata.PackageNotFoundError:  # a source tree that is not installed
 class AuditSettings:
     out: Path = Path("faceaudit-out")
     seed: int = 0
-    draws: int = 200  # posterior draws (and warm-up steps) per chain, disparity and explain
+    draws: int = FIT_DRAWS  # posterior draws (and warm-up steps) per chain, disparity and explain
     chains: int = 2
     simulate_config: Path | None = None
     force: tuple[str, ...] = ()  # stages to redo whatever their records say ("all": every one)

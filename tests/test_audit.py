@@ -282,3 +282,19 @@ def test_two_audits_on_one_folder_one_runs_the_other_is_refused_at_once(audited,
     assert first.returncode == 0, stderr[-2000:]
     assert not (target / LOCK).exists()
     assert_same_outputs(out, target)
+
+
+def test_a_finding_whose_fit_did_not_converge_says_so_in_its_own_sentence(audited):
+    """The module's audit runs 40 draws per chain: its training-mix fit does not converge,
+    and the finding resting on it says so; a converged fit's finding does not."""
+    from faceaudit.stages import report
+
+    _, out, stdout = audited
+    selection = pd.read_parquet(out / "selection_summary.parquet")
+    assert selection["fit_problems"].iloc[0]  # 40 draws: R-hat / ESS problems
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    lines = report.findings(metrics, None, None, selection)
+    assert "The fit behind this finding did not converge" in lines[-1]
+    assert "did not converge" in stdout
+    converged = selection.assign(fit_problems="")
+    assert "did not converge" not in report.findings(metrics, None, None, converged)[-1]

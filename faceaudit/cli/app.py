@@ -19,6 +19,7 @@ from rich.text import Text
 
 STORY = """faceaudit audits how text-to-image models draw human faces across social groups.
 
+\b
   faceaudit audit                 the whole audit of a simulated world, offline: start here
   faceaudit audit SPEC --out DIR  generate with your models -> embed -> measure -> disparity -> report
   faceaudit audit --images DIR --manifest CSV --out OUT   audit images you already have

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from faceaudit.cli.app import app, bold, console, failing, table, warn
+from faceaudit.stages import FIT_DRAWS
 from faceaudit.tables.catalogue import DEFAULT_EMBEDDING_METRICS
 
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
@@ -177,7 +178,7 @@ def disparity(
     reference: Annotated[str | None, typer.Option(help="Compare every group with this one.")] = None,
     attribute: Annotated[str, typer.Option(help="Edit/attribute column ('' for none).")] = "attribute",
     item: Annotated[str, typer.Option(help="Item (image) column ('' for none).")] = "item",
-    samples: Annotated[int | None, typer.Option(help="Posterior draws per chain (default 500; 200 in an audit folder).")] = None,
+    samples: Annotated[int | None, typer.Option(help="Posterior draws per chain (default 500; 800 in an audit folder).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up steps per chain (default: as many as draws).")] = None,
     chains: Annotated[int | None, typer.Option(help="Chains (default 4; 2 in an audit folder).")] = None,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
@@ -194,7 +195,7 @@ def disparity(
 
     with failing():
         if table_path.is_dir():
-            settings = stage.Settings(samples or 200, chains or 2, seed)
+            settings = stage.Settings(samples or FIT_DRAWS, chains or 2, seed)
             with console.status(f"sampling {settings.chains} chains x {settings.draws} draws"):
                 result = _run(table_path, stage, settings)
             summary = result.summary
@@ -267,7 +268,7 @@ def _print_diagnostics(diag: dict) -> None:
 def explain(
     audit: AuditDir,
     training_size: Annotated[float, typer.Option(help="Images in the generator's training set (FD does not identify it; a simulated world's is in its config).")],
-    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = 200,
+    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = FIT_DRAWS,
     chains: Annotated[int, typer.Option(help="Chains.")] = 2,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     share_concentration: Annotated[float | None, typer.Option(

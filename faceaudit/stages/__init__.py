@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# Draws per chain (and as many warm-up steps) of the audit's disparity and explain fits: 2
+# chains x 200 left the default world's explain fit at R-hat 1.02-1.04 and ESS ~100; at 800
+# both reach R-hat <= 1.01 and ESS >= 400 there (benchmarks/results/fit_convergence.md).
+FIT_DRAWS = 800
+
 
 class StageResult(NamedTuple):
     outputs: tuple[str, ...]  # paths written, relative to the audit folder

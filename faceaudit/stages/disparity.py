@@ -16,7 +16,7 @@ from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import write_json, write_netcdf
-from faceaudit.stages import StageResult
+from faceaudit.stages import FIT_DRAWS, StageResult
 from faceaudit.tables import disparity as tables
 
 NAME = "disparity"
@@ -28,7 +28,7 @@ OUTCOME = "share of generated faces on the real manifold of their group (k-NN pr
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    draws: int = 200  # posterior draws per chain (and as many warm-up steps)
+    draws: int = FIT_DRAWS  # posterior draws per chain (and as many warm-up steps)
     chains: int = 2
     seed: int = 0
 

@@ -27,7 +27,7 @@ from faceaudit import core
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import StageFileError, write_netcdf
 from faceaudit.files.manifest import MANIFEST
-from faceaudit.stages import StageResult
+from faceaudit.stages import FIT_DRAWS, StageResult
 from faceaudit.tables import selection as tables
 
 NAME = "explain"
@@ -41,7 +41,7 @@ SPREADS = "identity_spreads.json"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     training_size: float  # images in the generator's training set (not identifiable from FD)
-    draws: int = 200  # posterior draws per chain (and as many warm-up steps)
+    draws: int = FIT_DRAWS  # posterior draws per chain (and as many warm-up steps)
     chains: int = 2
     seed: int = 0
     length_scale: float | None = None  # transfer length scale; default: median gap between group means

@@ -64,10 +64,20 @@ def _fmt(row, scale=1.0) -> str:
     return f"{row.value * scale:.3f} [{row.low * scale:.3f}, {row.high * scale:.3f}]"
 
 
+def _unconverged(problems: str) -> str:
+    """The sentence a finding gets when the fit it rests on did not converge."""
+    if not problems:
+        return ""
+    return (f" <b>The fit behind this finding did not converge</b> ({html.escape(problems)}): treat it as provisional "
+            "and rerun with more draws (--draws).")
+
+
 def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: dict | None,
-             selection: pd.DataFrame | None, faithfulness: pd.DataFrame | None = None) -> list[str]:
-    """The headline findings (HTML), from stage files only."""
-    out = _drawn_finding(faithfulness)
+             selection: pd.DataFrame | None, faithfulness: pd.DataFrame | None = None,
+             perceived: dict | None = None) -> list[str]:
+    """The headline findings (HTML), from stage files only; a finding that rests on a fit
+    that did not converge says so in its own sentence."""
+    out = _drawn_finding(faithfulness, perceived)
     head = catalogue.info(catalogue.HEADLINE)
     if contrasts is not None and len(contrasts):
         for c in contrasts[contrasts.metric == catalogue.HEADLINE].itertuples():
@@ -93,9 +103,12 @@ def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: d
                        f"each with posterior probability >= 0.9 of less than a uniform share.")
         else:
             out.append("The training-mix model flags no group as under-represented with probability >= 0.9.")
+        if "fit_problems" in selection:
+            out[-1] += _unconverged(str(selection["fit_problems"].iloc[0]))
     elif disparity is not None and "groups" in disparity:
         g = max(disparity["groups"], key=lambda r: r["p_worst"])
-        out.append(f"<b>{html.escape(g['group'])}</b> is the worst group with posterior probability {g['p_worst']:.2f}.")
+        out.append(f"<b>{html.escape(g['group'])}</b> is the worst group with posterior probability {g['p_worst']:.2f}."
+                   + _unconverged("; ".join(disparity.get("diagnostics", {}).get("problems", []))))
     return out[:4]
 
 
@@ -110,18 +123,22 @@ def _main_fit(table: pd.DataFrame) -> pd.DataFrame:
     return mine[mine.attribute == (joint[0] if joint else mine.attribute.iloc[0])]
 
 
-def _drawn_finding(faithfulness: pd.DataFrame | None) -> list[str]:
-    if faithfulness is None or faithfulness.empty:
+def _drawn_finding(faithfulness: pd.DataFrame | None, perceived: dict | None) -> list[str]:
+    if faithfulness is None or faithfulness.empty or faithfulness.share.isna().all():
         return []
     main = _main_fit(faithfulness)
     own = main[main.depicted == main.requested]
+    if own.share.isna().all():  # an attribute nothing was requested of (skin tone), or no face found
+        return []
     worst = own.loc[own.share.idxmin()]
     kind = "corrected for the classifier's confusion" if worst.corrected else "raw classifier shares, uncorrected"
     drawn = main[(main.group == worst.group) & (main.depicted != worst.requested)].sort_values("share").iloc[-1]
     return [f"<b>{html.escape(worst.group)} is drawn as requested least often</b>: "
             f"{worst.share:.2f} [{worst.low:.2f}, {worst.high:.2f}] of its images show {html.escape(worst.requested)} "
             f"({html.escape(worst.attribute)}, {kind}; the classifier's raw share says {worst.raw_share:.2f}); most often "
-            f"it is drawn as {html.escape(drawn.depicted)} ({drawn.share:.2f})."]
+            f"it is drawn as {html.escape(drawn.depicted)} ({drawn.share:.2f})."
+            + _unconverged("; ".join(next((f.get("diagnostics", {}).get("problems", []) for f in (perceived or {}).get(
+                "fits", []) if f["classifier"] == worst.classifier and f["attribute"] == worst.attribute), [])))]
 
 
 def who_gets_drawn(folder: AuditFolder, f: dict) -> list[str]:
@@ -240,7 +257,7 @@ def headline_findings(folder: AuditFolder) -> list[str]:
 
     f = _read(folder)
     lines = findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"),
-                     f.get("faithfulness_parquet"))
+                     f.get("faithfulness_parquet"), f.get("perceive_json"))
     random = _random_weights(folder)
     if random:
         lines.insert(0, "RANDOM ENCODER WEIGHTS (" + "; ".join(random) + "): these numbers say nothing about faces.")
@@ -260,7 +277,8 @@ def _metric_tables(metrics: pd.DataFrame) -> list[str]:
             meta = catalogue.info(name)
             s = meta.scale
             rows = sub[sub.metric == name]
-            cell = [f"{_fmt(r, s)}" + (f" ⚠ {html.escape(r.warning)}" if isinstance(r.warning, str) and r.warning else "")
+            # Plain text: to_html escapes it (escaping here too showed "&lt;" to the reader).
+            cell = [f"{_fmt(r, s)}" + (f" ⚠ {r.warning}" if isinstance(r.warning, str) and r.warning else "")
                     for r in rows.itertuples()]
             rows = rows.assign(cell=cell)
             notes.append(f"<li><b>{html.escape(meta.shown_label)} {meta.arrow}</b>: interval of {html.escape(meta.estimand)}; "
@@ -291,7 +309,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     body.append("<h2>Headline findings</h2>")
     body += [f"<div class='finding'>{s}</div>" for s in findings(metrics, f.get("contrasts_parquet"),
                                                                  f.get("disparity_json"), f.get("selection_summary_parquet"),
-                                                                 f.get("faithfulness_parquet"))]
+                                                                 f.get("faithfulness_parquet"), f.get("perceive_json"))]
     warned = metrics[metrics.warning.fillna("").ne("") & metrics.metric.map(lambda m: catalogue.info(m).rankable)]
     if len(warned):
         body.append("<div class='warning'>Some per-group numbers carry warnings (⚠ in the tables): "
@@ -335,8 +353,13 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         problems = str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else ""
         if problems:
             body.append(f"<div class='warning'>Training-mix fit: {html.escape(problems)}</div>")
-        body.append(_table(selection[["generator", "group", "share_mean", "share_low", "share_high", "p_below_uniform",
-                                      "under_represented"]]))
+        shown = pd.DataFrame({
+            "generator": selection.generator, "group": selection.group,
+            "training share (posterior mean)": selection.share_mean.map("{:.3f}".format),
+            "90% HDI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(selection.share_low, selection.share_high)],
+            "P(share < uniform)": selection.p_below_uniform.map("{:.2f}".format),
+            "under-represented": selection.under_represented.map({True: "yes", False: "no"})})
+        body.append(_table(shown))
         if f.get("share_curves_parquet") is not None:
             body.append(_img(figures.share_curves(f["share_curves_parquet"])))
     if f.get("plan_parquet") is not None:
@@ -344,8 +367,12 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         budget = f.get("plan_json", {}).get("budget", float("nan"))
         body.append(f"<h2>A better training mix</h2><p>{budget:.0f} extra training images allocated to help the "
                     "worst-served group most, against uniform and proportional allocations (expected FD).</p>")
-        body.append(_table(plan[["group", "share_now", "extra_images", "share_planned", "quality_now", "quality_uniform",
-                                 "quality_proportional", "quality_planned"]]))
+        shown = pd.DataFrame({
+            "group": plan.group, "training share now": plan.share_now.map("{:.3f}".format),
+            "extra images": plan.extra_images.round().astype(int), "share planned": plan.share_planned.map("{:.3f}".format),
+            **{f"expected FD {k}": plan[f"quality_{k}"].map("{:.3f}".format)
+               for k in ("now", "uniform", "proportional", "planned")}})
+        body.append(_table(shown))
     body.append("<h2>Sample images</h2>" + _image_grid(folder, manifest))
     if (~rankable).any():
         body.append("<h2>Appendix: for comparison with the literature</h2><p class='muted'>Numbers that cannot rank "
@@ -354,8 +381,9 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         body += _metric_tables(metrics[(metrics.group != "all") & ~rankable])
     body.append("<h2>Settings and versions</h2>")
     records = {p.stem: json.loads(p.read_text()).get("settings") for p in sorted(folder.file(RECORDS).glob("*.json"))}
-    body.append("<pre>" + html.escape(json.dumps({"stages": records, "manifest": meta, "versions": _versions()},
-                                                  indent=2, default=str)) + "</pre>")
+    body.append("<details><summary>every stage's settings, the manifest's origin, package versions</summary><pre>"
+                + html.escape(json.dumps({"stages": records, "manifest": meta, "versions": _versions()}, indent=2,
+                                         default=str)) + "</pre></details>")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>faceaudit report</title>"
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
     atomic_write_text(folder.file(REPORT), page)
