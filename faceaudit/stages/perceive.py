@@ -118,8 +118,9 @@ def _clip_labels(folder: AuditFolder, settings: Settings, levels: dict) -> pd.Da
     try:
         ds = folder.text_store().load([text_key(t) for t in flat])
     except ValueError:
-        raise ValueError(f"{folder.path}: the zero-shot prompts are not embedded; run `faceaudit embed` (its text pass "
-                         "embeds them) or `faceaudit audit`") from None
+        raise ValueError(f"{folder.path}: these zero-shot prompts are not embedded (first: {flat[0]!r}); the embed "
+                         "stage embeds the spec's [perceive] templates: pass the same spec (`faceaudit perceive DIR "
+                         "--spec SPEC`), or run `faceaudit embed SPEC` first") from None
     text = np.asarray(ds["embedding"].values, dtype=np.float64).reshape(len(texts), len(cells), -1)
     x, _ = folder.embeddings("distribution")
     probs = np.asarray(core.zero_shot_probabilities(x, text))

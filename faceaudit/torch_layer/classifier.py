@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faceaudit.torch_layer.encoders import detect_faces
+
 RANDOM = "random"
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -66,12 +68,10 @@ class CheckpointClassifier:
 
     def aligned_chip(self, rgb: np.ndarray) -> np.ndarray | None:
         """The largest face, aligned by its 5 landmarks into a ``chip x chip`` RGB crop."""
-        rects, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
-        faces = [r for r, s in zip(rects, scores) if s >= self.min_score]
+        faces = detect_faces(self.detector, rgb, self.upsample, self.min_score)
         if not faces:
             return None
-        face = max(faces, key=lambda r: r.width() * r.height())
-        return np.asarray(self.dlib.get_face_chip(rgb, self.shape5(rgb, face), size=self.chip, padding=self.padding))
+        return np.asarray(self.dlib.get_face_chip(rgb, self.shape5(rgb, faces[0]), size=self.chip, padding=self.padding))
 
     def probabilities(self, chips: np.ndarray) -> dict[str, np.ndarray]:
         """Softmax of each attribute's block of logits for ``(n, chip, chip, 3)`` uint8 crops."""

@@ -220,8 +220,7 @@ class DlibFaceEncoder:
 
     def detect(self, rgb: np.ndarray) -> list:
         """Face rectangles scoring at least ``min_score``."""
-        rects, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
-        return [r for r, s in zip(rects, scores) if s >= self.min_score]
+        return detect_faces(self.detector, rgb, self.upsample, self.min_score)
 
     def prepare(self, image):
         return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
@@ -233,13 +232,19 @@ class DlibFaceEncoder:
             faces = self.detect(rgb)
             if len(faces) == 0:
                 continue
-            face = max(faces, key=lambda r: r.width() * r.height())
-            out[i] = np.asarray(self.net.compute_face_descriptor(rgb, self.shape(rgb, face)), dtype=np.float32)
+            out[i] = np.asarray(self.net.compute_face_descriptor(rgb, self.shape(rgb, faces[0])), dtype=np.float32)
             found[i] = True
         return out, found
 
     def embed_images(self, images):
         return self.embed_batch([self.prepare(im) for im in images])
+
+
+def detect_faces(detector, rgb: np.ndarray, upsample: int, min_score: float) -> list:
+    """dlib HOG detections scoring at least ``min_score``, largest first (every face-reading
+    component of the torch layer takes the first: the image's main face)."""
+    rects, scores, _ = detector.run(rgb, upsample, 0.0)
+    return sorted((r for r, s in zip(rects, scores) if s >= min_score), key=lambda r: -r.width() * r.height())
 
 
 def build_encoder(spec, device: str = "cpu"):

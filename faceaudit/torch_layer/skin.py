@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from faceaudit.torch_layer.encoders import detect_faces
+
 JAW = list(range(17))
 BROWS = list(range(26, 16, -1))
 EYES = (list(range(36, 42)), list(range(42, 48)))
@@ -35,12 +37,10 @@ class SkinRegion:
 
     def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
         """``(68, 2)`` landmark coordinates of the largest detected face, or None."""
-        rects, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
-        faces = [r for r, s in zip(rects, scores) if s >= self.min_score]
+        faces = detect_faces(self.detector, rgb, self.upsample, self.min_score)
         if not faces:
             return None
-        face = max(faces, key=lambda r: r.width() * r.height())
-        shape = self.shape(rgb, face)
+        shape = self.shape(rgb, faces[0])
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
 
     def mask(self, size: tuple[int, int], points: np.ndarray) -> np.ndarray:
