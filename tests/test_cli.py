@@ -102,3 +102,36 @@ def test_demo_finds_the_least_trained_groups(tmp_path):
     # The simulated generator saw White faces 6-15x more often than the others.
     assert max(kid["White x man"], kid["White x woman"]) < min(v for g, v in kid.items() if not g.startswith("White"))
     assert "worst-served group" in result.output
+
+
+def test_help_keeps_its_overview_lines_as_lines():
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "100"})
+    lines = result.output.splitlines()
+    assert any(line.strip().startswith("faceaudit audit SPEC --out DIR") for line in lines)
+    assert any(line.strip().startswith("faceaudit audit --images DIR") for line in lines)
+
+
+SNAPSHOT = __import__("pathlib").Path(__file__).parent / "snapshots" / "demo_80_columns.txt"
+
+
+def test_metrics_table_at_80_columns_cuts_no_number(tmp_path):
+    """An 80-column terminal gets one block per metric: every table line fits, and every
+    value and interval bound appears whole (snapshot: tests/snapshots/demo_80_columns.txt;
+    rewrite it with FACEAUDIT_UPDATE_SNAPSHOTS=1 after a deliberate change)."""
+    import os
+
+    result = runner.invoke(app, ["demo", "--per-group", "60", "--json", str(tmp_path / "d.json")],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    table_lines = [line for line in result.output.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table_lines and max(len(line) for line in table_lines) <= 80
+    from faceaudit.tables import catalogue
+
+    for row in json.loads((tmp_path / "d.json").read_text())["rows"]:
+        scale = catalogue.info(row["metric"]).scale
+        for key in ("value", "low", "high"):
+            assert f"{row[key] * scale:.4g}" in result.output, (row["metric"], row["group"], key)
+    shown = "\n".join(line for line in result.output.splitlines() if not line.startswith("wrote"))
+    if os.environ.get("FACEAUDIT_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(shown)
+    assert shown == SNAPSHOT.read_text()

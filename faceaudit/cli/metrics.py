@@ -17,21 +17,35 @@ def _cell(row: dict, scale: float) -> str:
     return f"{row['value'] * scale:.4g} [{row['low'] * scale:.4g}, {row['high'] * scale:.4g}]"
 
 
+def _header(name: str) -> str:
+    meta = catalogue.info(name)
+    return f"{name}{' x' + format(meta.scale, 'g') if meta.scale != 1 else ''} {meta.arrow}"
+
+
 def print_rows(rows: list[dict], title: str) -> None:
-    """Per-group rows as one table (groups down, metrics across), then what each estimates."""
+    """Per-group rows as one table (groups down, metrics across) where the terminal is wide
+    enough for every cell on one line, else one block per metric (group, value, interval),
+    which fits 80 columns: a number is never cut or wrapped. Then what each estimates."""
     names = list(dict.fromkeys(r["metric"] for r in rows))
     groups = list(dict.fromkeys(r["group"] for r in rows if r["group"] != ALL)) + [ALL]
     by = {(r["group"], r["metric"]): r for r in rows}
-    out = []
-    for g in groups:
-        if not any((g, m) in by for m in names):
-            continue
-        out.append([g] + [_cell(by[(g, m)], catalogue.info(m).scale) + (" !" if by[(g, m)].get("warning") else "")
-                          if (g, m) in by else "-" for m in names])
+    present = [g for g in groups if any((g, m) in by for m in names)]
+    flag = {k: " !" if r.get("warning") else "" for k, r in by.items()}
     confidence = int(round(100 * rows[0]["confidence"]))
-    headers = ["group"] + [f"{m}{' x' + format(catalogue.info(m).scale, 'g') if catalogue.info(m).scale != 1 else ''} "
-                           f"{catalogue.info(m).arrow}" for m in names]
-    console.print(table(f"{title}: value [{confidence}% interval]", headers, out))
+    wide = [[g] + [_cell(by[(g, m)], catalogue.info(m).scale) + flag[(g, m)] if (g, m) in by else "-" for m in names]
+            for g in present]
+    headers = ["group"] + [_header(m) for m in names]
+    widths = [max(len(h), *(len(r[i]) for r in wide)) for i, h in enumerate(headers)]
+    if sum(widths) + 3 * len(widths) + 1 <= console.width:
+        console.print(table(f"{title}: value [{confidence}% interval]", headers, wide))
+    else:
+        console.print(f"{title}: value [{confidence}% interval], one block per metric")
+        for m in names:
+            scale = catalogue.info(m).scale
+            block = [[g, f"{by[(g, m)]['value'] * scale:.4g}{flag[(g, m)]}",
+                      f"[{by[(g, m)]['low'] * scale:.4g}, {by[(g, m)]['high'] * scale:.4g}]"]
+                     for g in present if (g, m) in by]
+            console.print(table(_header(m), ["group", "value", f"{confidence}% interval"], block))
     for m in names:
         meta = catalogue.info(m)
         size = next((r for r in rows if r["metric"] == m), {})
