@@ -5,6 +5,7 @@ the report in headless chromium.
 Commands run in this process (tests/cli.py), so the audit's kernels are compiled once for
 the module; only the SIGKILL test starts a process of its own."""
 
+import html
 import json
 import os
 import shutil
@@ -298,3 +299,66 @@ def test_a_finding_whose_fit_did_not_converge_says_so_in_its_own_sentence(audite
     assert "did not converge" in stdout
     converged = selection.assign(fit_problems="")
     assert "did not converge" not in report.findings(metrics, None, None, converged)[-1]
+
+
+BROWSER_PROBE = """<script>window.__alerts = 0; window.alert = function () { window.__alerts += 1; };</script>"""
+BROWSER_MEASURE = """<script>
+window.addEventListener('load', function () {
+  var t = document.querySelector('table.overview'), r = t ? t.getBoundingClientRect() : {width: -1, height: -1};
+  var text = document.body.innerText;
+  document.title = 'MEASURED' + JSON.stringify({width: r.width, height: r.height,
+    scroll: document.documentElement.scrollWidth, escaped: text.includes('&lt;') || text.includes('&amp;'),
+    alerts: window.__alerts, scripts: document.scripts.length, onerror: document.querySelectorAll('[onerror]').length,
+    text: text});
+});
+</script>"""
+
+
+def _measure_in_chromium(report: Path, tmp_path: Path) -> dict:
+    """Load a copy of ``report`` at 1280 px with a probe (alert counter, layout and text
+    read-out, added by this test, not by the report) and return what it measured."""
+    page = report.read_text()
+    page = page.replace("<head>", "<head>" + BROWSER_PROBE, 1).replace("</body>", BROWSER_MEASURE + "</body>", 1)
+    probe = tmp_path / "probed.html"
+    probe.write_text(page)
+    result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--disable-background-networking", "--disable-component-update", "--window-size=1280,900",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                             probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    title = result.stdout.split("<title>MEASURED", 1)[1].split("</title>", 1)[0]
+    return json.loads(html.unescape(title))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_overview_fits_one_screen_and_no_escaped_text_shows(audited, tmp_path):
+    """The default world's overview (8 groups, every ranking metric) fits 1280 x 900, the
+    page never scrolls sideways at 1280 px, and no '&lt;' or '&amp;' reaches the reader."""
+    _, out, _ = audited
+    seen = _measure_in_chromium(out / "report.html", tmp_path)
+    assert 0 < seen["width"] <= 1280 and 0 < seen["height"] <= 900, seen
+    assert seen["scroll"] <= 1280 and not seen["escaped"], seen
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_hostile_labels_and_file_names_are_shown_as_text_and_run_nothing(tmp_path):
+    from faceaudit.pipeline import run_stage
+    from faceaudit.stages import measure, perceive, report, simulate
+
+    hostile = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
+    folder = tmp_path / '"><img src=x onerror=alert(2)>&'
+    config = simulate.SimulationConfig(races=hostile, genders=("&", "b"), race_shares=(0.3, 0.7), dim=6,
+                                       reference_per_group=40, group_images=40, invented_identities=2,
+                                       celebrity_identities=0, seeds_per_identity=2, labelled_identities=6,
+                                       neutral_prompts=2, neutral_images=30, generator="<b>gen</b>")
+    run_stage(folder, simulate, simulate.Settings(0, config))
+    run_stage(folder, perceive, perceive.Settings(classifiers=("simulated",),
+                                                  fit=perceive.FitSettings(draws=200)))
+    run_stage(folder, measure, measure.Settings())
+    run_stage(folder, report, report.Settings())
+    seen = _measure_in_chromium(folder / "report.html", tmp_path)
+    assert seen["alerts"] == 0 and seen["onerror"] == 0, seen
+    assert seen["scripts"] == 3  # the probe's two and the report's own sort script: no injected one
+    for label in (*hostile, "<b>gen</b>", '"><img src=x onerror=alert(2)>&'):
+        assert label in seen["text"], label  # shown as the text it is
+    assert not seen["escaped"]

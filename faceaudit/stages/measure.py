@@ -43,6 +43,7 @@ PROMPT_METRICS = "prompt_metrics.parquet"  # the perceive stage writes faithfuln
 AUDIT_SPACE = "audit_space.npz"
 SPREADS = "identity_spreads.json"
 CONTRASTS = "contrasts.parquet"
+GROUP_CONTRASTS = "group_contrasts.parquet"  # every group against the best one (the report's overview shades these)
 IDENTITY_THRESHOLD = {"dlib": 0.6}  # descriptor distance below which two faces are one person
 CLUSTER_BOOTSTRAP = 200
 
@@ -132,7 +133,8 @@ def run(folder: AuditFolder, settings: Settings, progress=progress_bar) -> Stage
     table = table[first + [c for c in table.columns if c not in first]]
     folder.write_parquet(METRICS, table)
     folder.write_parquet(CONTRASTS, contrasts(table))
-    outputs.append(CONTRASTS)
+    folder.write_parquet(GROUP_CONTRASTS, group_contrasts(table))
+    outputs += [CONTRASTS, GROUP_CONTRASTS]
     return StageResult(tuple(outputs), {"rows": len(table), "audit_space_dim": space.dim,
                                         "audit_space_explained": space.explained})
 
@@ -154,6 +156,24 @@ def contrasts(table: pd.DataFrame) -> pd.DataFrame:
                         best_value=best.value, difference=c.difference, se=c.se, df=c.df, low=c.low, high=c.high))
     return pd.DataFrame(out, columns=["generator", "metric", "edit", "worst", "best", "worst_value", "best_value",
                                       "difference", "se", "df", "low", "high"])
+
+
+def group_contrasts(table: pd.DataFrame) -> pd.DataFrame:
+    """Every group minus the best group of every rankable metric, per generator (and edit),
+    with the Welch interval of the difference: the report's overview marks the groups whose
+    interval excludes 0 (worse than the best, beyond the noise)."""
+    out = []
+    rankable = table[(table["group"] != ALL) & table["metric"].map(lambda m: catalogue.info(m).rankable)]
+    for (generator, metric, edit), part in rankable.groupby(["generator", "metric", "edit"]):
+        best = part.sort_values("value", ascending=catalogue.info(metric).higher_is_better).iloc[-1]
+        for row in part.itertuples():
+            if row.group == best.group:
+                continue
+            c = core.contrast(row.group, row.value, row.se, row.df, best.group, best.value, best.se, best.df,
+                              float(row.confidence))
+            out.append(dict(generator=generator, metric=metric, edit=edit, group=row.group, best=best.group,
+                            difference=c.difference, low=c.low, high=c.high))
+    return pd.DataFrame(out, columns=["generator", "metric", "edit", "group", "best", "difference", "low", "high"])
 
 
 def _write_audit_space(folder: AuditFolder, space, ref_x, ref_groups) -> None:

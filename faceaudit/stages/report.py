@@ -30,16 +30,19 @@ DESCRIBE = "write the HTML report"
 REPORT = "report.html"
 OPTIONAL = ("disparity.json", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
             "contrasts.parquet", "prompt_metrics.parquet", "faithfulness.parquet", "representation.parquet",
-            "perceive.json")
+            "perceive.json", "group_contrasts.parquet")
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2733}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1220px;margin:2em auto;padding:0 1em;color:#1d2733}
 h1{font-size:1.7em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
 .finding{background:#f6f8fa;border-left:4px solid #b42318;padding:.6em 1em;margin:.6em 0}
 .warning{background:#fff8c5;border-left:4px solid #9a6700;padding:.6em 1em;margin:.6em 0}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #d0d7de;padding:.25em .5em;text-align:right}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .muted{color:#57606a;font-size:.9em}.grid img{width:96px;height:96px;object-fit:cover;margin:2px}
+table.overview td{white-space:nowrap}table.overview th{cursor:pointer;font-size:.9em}table.overview .ci{display:block;color:#57606a;font-size:.8em}
+td.worse,.worse-key{background:#ffebe9}td.best{font-weight:600}
+@media print{h2{break-before:page}details{display:block}}
 """
 
 
@@ -89,7 +92,7 @@ def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: d
                        f"{html.escape(head.label)} x{s:g} {c.worst_value * s:.3f} against {c.best_value * s:.3f} for "
                        f"{html.escape(c.best)}; difference {c.difference * s:.3f} "
                        f"[{c.low * s:.3f}, {c.high * s:.3f}] ({sure}).")
-    ver = metrics[(metrics.metric == "verification_same_group") & (metrics.group != "all")]
+    ver = metrics[(metrics.metric == "verification_same_group") & (metrics.group != "all")].dropna(subset=["value"])
     if len(ver):
         worst, best = ver.loc[ver.value.idxmin()], ver.loc[ver.value.idxmax()]
         out.append(f"<b>Generated identities are hardest to tell apart for {html.escape(worst.group)}</b>: same-group "
@@ -234,7 +237,8 @@ def _read_optional(folder: AuditFolder) -> dict:
     stage_of = {"disparity.json": "disparity", "selection_summary.parquet": "explain", "share_curves.parquet": "explain",
                 "plan.parquet": "plan", "plan.json": "plan", "contrasts.parquet": "measure",
                 "prompt_metrics.parquet": "measure", "faithfulness.parquet": "perceive",
-                "representation.parquet": "perceive", "perceive.json": "perceive"}
+                "representation.parquet": "perceive", "perceive.json": "perceive",
+                "group_contrasts.parquet": "measure"}
     for name in OPTIONAL:
         if folder.exists(name):
             key = name.replace(".", "_")
@@ -262,6 +266,71 @@ def headline_findings(folder: AuditFolder) -> list[str]:
     if random:
         lines.insert(0, "RANDOM ENCODER WEIGHTS (" + "; ".join(random) + "): these numbers say nothing about faces.")
     return [html.unescape(re.sub("<[^>]+>", "", s)) for s in lines]
+
+
+SORT_SCRIPT = """<script>
+document.querySelectorAll('table.overview th[data-col]').forEach(function (th) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0], col = +th.dataset.col;
+    var up = th.dataset.dir !== 'up'; th.dataset.dir = up ? 'up' : 'down';
+    Array.from(body.rows).sort(function (a, b) {
+      var x = parseFloat(a.cells[col].dataset.value), y = parseFloat(b.cells[col].dataset.value);
+      return (isNaN(x) ? 1 : isNaN(y) ? -1 : (x - y) * (up ? 1 : -1));
+    }).forEach(function (row) { body.appendChild(row); });
+  });
+});
+</script>"""
+OVERVIEW_KINDS = ("distribution", "diversity", "identity")
+
+
+def overview(metrics: pd.DataFrame, group_contrasts: pd.DataFrame | None) -> list[str]:
+    """One table per generator: groups as rows, the ranking metrics as columns, each cell
+    the value with its interval; red where the group's difference from the best group
+    excludes 0, bold for the best. Click a column to sort; hover for its definition."""
+    rows = metrics[(metrics.group != "all") & (metrics.edit == "")
+                   & metrics.metric.map(lambda m: catalogue.info(m).kind in OVERVIEW_KINDS)]
+    if rows.empty:
+        return []
+    worse, best = set(), set()
+    if group_contrasts is not None:
+        for c in group_contrasts[group_contrasts.edit == ""].itertuples():
+            best.add((c.generator, c.metric, c.best))
+            if c.low > 0 or c.high < 0:
+                worse.add((c.generator, c.metric, c.group))
+    names = list(dict.fromkeys(sorted(rows.metric.unique(), key=lambda m: OVERVIEW_KINDS.index(catalogue.info(m).kind))))
+    out = ["<h2>Per-group metrics</h2><p class='muted'>Each value with its "
+           f"{int(100 * rows.confidence.iloc[0])}% interval. <span class='worse-key'>Shaded</span>: the group's "
+           "difference from the best group (<b>bold</b>) excludes 0. Arrows: which direction is better; click a "
+           "column to sort, hover its name for what it estimates.</p>"]
+    for generator, part in rows.groupby("generator", sort=False):
+        by = {(r.group, r.metric): r for r in part.itertuples()}
+        head = ["<th data-col='0'>group</th>"]
+        for j, m in enumerate(names, 1):
+            meta = catalogue.info(m)
+            tip = html.escape(f"{meta.shown_label}: interval of {meta.estimand}; {meta.comparable}", quote=True)
+            head.append(f"<th data-col='{j}' title=\"{tip}\">{html.escape(meta.shown_label)} {meta.arrow}</th>")
+        body = []
+        for group in sorted(part.group.unique()):
+            cells = [f"<td data-value='nan'>{html.escape(group)}</td>"]
+            for m in names:
+                r = by.get((group, m))
+                if r is None:
+                    cells.append("<td data-value='nan'>-</td>")
+                    continue
+                scale = catalogue.info(m).scale
+                cls = ("best" if (generator, m, group) in best else "worse" if (generator, m, group) in worse else "")
+                warn = " ⚠" if isinstance(r.warning, str) and r.warning else ""
+                cells.append(f"<td class='{cls}' data-value='{r.value * scale!r}'>{r.value * scale:.3g} "
+                             f"<span class='ci'>[{r.low * scale:.3g}, {r.high * scale:.3g}]</span>{warn}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        title = "" if rows.generator.nunique() == 1 else f"<h3>{html.escape(generator)}</h3>"
+        out.append(f"{title}<table class='overview'><thead><tr>{''.join(head)}</tr></thead>"
+                   f"<tbody>{''.join(body)}</tbody></table>")
+    notes = "".join(f"<li><b>{html.escape(catalogue.info(m).shown_label)} {catalogue.info(m).arrow}</b>: interval of "
+                    f"{html.escape(catalogue.info(m).estimand)}; {html.escape(catalogue.info(m).comparable)}.</li>"
+                    for m in names)
+    out.append(f"<ul class='muted'>{notes}</ul>{SORT_SCRIPT}")
+    return out
 
 
 def _metric_tables(metrics: pd.DataFrame) -> list[str]:
@@ -316,11 +385,11 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
                     + html.escape("; ".join(sorted(set(f"{r.metric} {r.group}: {r.warning}" for r in warned.itertuples()))[:6]))
                     + "</div>")
     body += who_gets_drawn(folder, f)
-    body.append("<h2>Per-group metrics</h2><p class='muted'>Each value with its "
-                f"{int(100 * metrics.confidence.iloc[0])}% interval of the estimand stated under its table. "
-                "Arrows: which direction is better.</p>")
     rankable = metrics.metric.map(lambda m: catalogue.info(m).rankable)
+    body += overview(metrics[rankable], f.get("group_contrasts_parquet"))
+    body.append("<details><summary>every per-group table (with edits, prompt metrics and sizes)</summary>")
     body += _metric_tables(metrics[(metrics.group != "all") & rankable])
+    body.append("</details>")
     body.append("<h2>Disparities</h2>")
     for name in (catalogue.HEADLINE, "fd_audit", "verification_same_group", "coverage"):
         sub = metrics[(metrics.metric == name) & (metrics.group != "all") & (metrics.edit == "")].copy()
