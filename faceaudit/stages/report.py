@@ -3,7 +3,8 @@
 Reads the stage files of an audit folder and never computes a statistic: the numbers, their
 intervals, the worst-versus-best contrasts and the warnings all come from the measure,
 disparity, explain and plan stages; labels and "what this interval is of" come from the
-metric catalogue. Figures are embedded as base64 PNG, so the file can be mailed around. A
+metric catalogue. Figures are inline SVG and images small JPEG thumbnails, so the file can be
+mailed around. A
 folder whose stages disagree (a stage reran after those that read its output) is refused.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import html
 import json
 import platform
@@ -42,6 +44,8 @@ th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}img{max-widt
 .muted{color:#57606a;font-size:.9em}.grid img{width:96px;height:96px;object-fit:cover;margin:2px}
 table.overview td{white-space:nowrap}table.overview th{cursor:pointer;font-size:.9em}table.overview .ci{display:block;color:#57606a;font-size:.8em}
 td.worse,.worse-key{background:#ffebe9}td.best{font-weight:600}
+table.audited{font-size:.85em}table.audited th,table.audited td{text-align:left;border:none;padding:.1em .6em .1em 0}
+table.audited th{background:none;color:#57606a;font-weight:400}figure{margin:.5em 0}figure svg{max-width:100%;height:auto}
 @media print{h2{break-before:page}details{display:block}}
 """
 
@@ -55,8 +59,9 @@ def inputs(folder: AuditFolder, settings: Settings) -> list:
     return [MANIFEST, "metrics.parquet", *(name for name in OPTIONAL if folder.exists(name))]
 
 
-def _img(png: bytes) -> str:
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def _img(svg: str) -> str:
+    """An inline SVG figure (from ``tables.figures``: its text XML-escaped by matplotlib)."""
+    return f"<figure>{svg}</figure>"
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -367,10 +372,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
                          "rerun `faceaudit audit` to bring every stage up to date before reporting")
     f = _read(folder)
     metrics, manifest, meta = f["metrics"], folder.manifest, folder.meta
-    body = [f"<h1>faceaudit report</h1><p class='muted'>{html.escape(str(folder.path.resolve()))} &middot; "
-            f"{len(manifest)} images ({int((manifest.role == 'generated').sum())} generated, "
-            f"{int((manifest.role == 'reference').sum())} reference) &middot; source: "
-            f"{html.escape(str(meta.get('source', 'pipeline')))}</p>"]
+    body = ["<h1>faceaudit report</h1>", _header(folder, manifest, meta)]
     random = _random_weights(folder)
     if random:
         body.append("<div class='warning'><b>Random encoder weights.</b> This audit embedded faces with untrained "
@@ -391,6 +393,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     body += _metric_tables(metrics[(metrics.group != "all") & rankable])
     body.append("</details>")
     body.append("<h2>Disparities</h2>")
+    panels = []
     for name in (catalogue.HEADLINE, "fd_audit", "verification_same_group", "coverage"):
         sub = metrics[(metrics.metric == name) & (metrics.group != "all") & (metrics.edit == "")].copy()
         if len(sub):
@@ -398,8 +401,9 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
             for col in ("value", "low", "high"):
                 sub[col] = sub[col] * meta_m.scale
             sub["label"] = sub["group"] if sub.generator.nunique() == 1 else sub.generator + ": " + sub.group
-            body.append(_img(figures.forest(sub, meta_m.shown_label, f"{meta_m.shown_label} "
-                                                                      f"({'higher' if meta_m.higher_is_better else 'lower'} is better)")))
+            panels.append((sub, meta_m.shown_label, f"{'higher' if meta_m.higher_is_better else 'lower'} is better"))
+    if panels:
+        body.append(_img(figures.forests(panels)))
     disparity = f.get("disparity_json")
     if disparity is not None and "skipped" in disparity:
         body.append(f"<p>Bayesian disparity model not fitted: {html.escape(disparity['skipped'])}.</p>")
@@ -491,6 +495,25 @@ def _image_grid(folder: AuditFolder, manifest: pd.DataFrame) -> str:
         thumbs = [_thumbnail(folder.file(path), group) for path in rows["path"].head(THUMBNAILS)]
         parts.append(f"<h3>{html.escape(group)}</h3><div class='grid'>{''.join(thumbs)}</div>")
     return "".join(parts)
+
+
+def _header(folder: AuditFolder, manifest: pd.DataFrame, meta: dict) -> str:
+    """What was audited: models, encoders, image counts, where, when and by which version."""
+    role = manifest["role"]
+    generators = sorted(g for g in manifest.loc[role != "reference", "generator"].unique() if g)
+    encoders = sorted({f"{e['encoder']} ({r})" for r, e in folder.index.items()})
+    counts = [f"{int((role == 'generated').sum())} generated images of {manifest.loc[role == 'generated', 'group'].nunique()} "
+              f"groups"]
+    if (role == "neutral").any():
+        counts.append(f"{int((role == 'neutral').sum())} from {manifest.loc[role == 'neutral', 'prompt'].nunique()} "
+                      "neutral prompts")
+    counts.append(f"{int((role == 'reference').sum())} reference images")
+    rows = [("models", ", ".join(generators) or "-"), ("encoders", "; ".join(encoders) or "-"),
+            ("images", "; ".join(counts)), ("source", str(meta.get("source", "pipeline"))),
+            ("folder", str(folder.path.resolve())),
+            ("written", f"{datetime.date.today().isoformat()} by faceaudit {_versions().get('faceaudit', '?')}")]
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table class='audited'>{cells}</table>"
 
 
 def _versions() -> dict:

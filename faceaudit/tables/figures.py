@@ -1,4 +1,5 @@
-"""Figures: arrays and labels in, PNG bytes out (matplotlib's Agg backend, chosen when a
+"""Figures: arrays and labels in, inline SVG text out for the report (sharp at any zoom, its
+labels searchable text) and PNG bytes for files (matplotlib's Agg backend, chosen when a
 figure is drawn, never at import)."""
 
 from __future__ import annotations
@@ -25,19 +26,51 @@ def png(fig, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-def forest(frame: pd.DataFrame, title: str, xlabel: str) -> bytes:
-    """Point and interval per row (``label``, ``value``, ``low``, ``high``), sorted by value."""
-    plt = _pyplot()
+def svg(fig) -> str:
+    """The figure as an ``<svg>`` element to put inline in HTML: text kept as text (and
+    XML-escaped by matplotlib), no creation date and fixed element ids, so the same figure
+    gives the same bytes on every run."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "faceaudit"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    _pyplot().close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _forest(ax, frame: pd.DataFrame, title: str, xlabel: str) -> None:
     frame = frame.sort_values("value")
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(frame) + 1.2))
     y = np.arange(len(frame))
     ax.hlines(y, frame["low"], frame["high"], color="#1f3b5c", lw=2)
     ax.plot(frame["value"], y, "o", color="#b42318")
-    ax.set_yticks(y, frame["label"])
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
+    ax.set_yticks(y, frame["label"], fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-    return png(fig)
+
+
+def forest(frame: pd.DataFrame, title: str, xlabel: str) -> str:
+    """Point and interval per row (``label``, ``value``, ``low``, ``high``), sorted by value."""
+    fig, ax = _pyplot().subplots(figsize=(7, 0.32 * len(frame) + 1.2))
+    _forest(ax, frame, title, xlabel)
+    return svg(fig)
+
+
+def forests(panels: list[tuple[pd.DataFrame, str, str]]) -> str:
+    """Small multiples: one forest panel per ``(frame, title, xlabel)``, two per row."""
+    plt = _pyplot()
+    cols = min(2, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    height = max(len(frame) for frame, _, _ in panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, (0.26 * height + 1.3) * rows), squeeze=False)
+    for ax, (frame, title, xlabel) in zip(axes.flat, panels):
+        _forest(ax, frame, title, xlabel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return svg(fig)
 
 
 def _curves(ax, curves: pd.DataFrame) -> None:
@@ -49,13 +82,13 @@ def _curves(ax, curves: pd.DataFrame) -> None:
     ax.legend(fontsize=7)
 
 
-def share_curves(curves: pd.DataFrame) -> bytes:
+def share_curves(curves: pd.DataFrame) -> str:
     """Expected FD of each group as its training share changes (others rescaled)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     _curves(ax, curves)
     ax.set_title("quality versus share (posterior mean world)")
-    return png(fig)
+    return svg(fig)
 
 
 def plan(table: pd.DataFrame, curves: pd.DataFrame, objective: str = "fd") -> bytes:
@@ -77,7 +110,7 @@ def plan(table: pd.DataFrame, curves: pd.DataFrame, objective: str = "fd") -> by
     return png(fig, dpi=120)
 
 
-def depicted_heatmap(frame: pd.DataFrame, title: str) -> bytes:
+def depicted_heatmap(frame: pd.DataFrame, title: str) -> str:
     """Requested groups (rows) by depicted category (columns): the corrected share of each,
     annotated with its value (``group``, ``depicted``, ``share`` columns)."""
     plt = _pyplot()
@@ -92,10 +125,10 @@ def depicted_heatmap(frame: pd.DataFrame, title: str) -> bytes:
     ax.set_ylabel("requested")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04, label="share")
-    return png(fig)
+    return svg(fig)
 
 
-def prompt_mixes(frame: pd.DataFrame, title: str) -> bytes:
+def prompt_mixes(frame: pd.DataFrame, title: str) -> str:
     """One small panel per prompt: each category's share with its interval (bars), the raw
     classifier share (x) and the reference mix (|) (``prompt``, ``category``, ``share``,
     ``low``, ``high``, ``raw_share``, ``reference`` columns)."""
@@ -124,4 +157,4 @@ def prompt_mixes(frame: pd.DataFrame, title: str) -> bytes:
     axes.flat[0].legend(fontsize=6, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return png(fig)
+    return svg(fig)
