@@ -404,3 +404,45 @@ def test_perceive_with_clip_zero_shot_uses_the_stored_embeddings(generated):
     summary = json.loads((out / perceive.SUMMARY).read_text())
     assert summary["fits"][0]["corrected"] is False and "raw classifier shares only" in summary["fits"][0]["why_raw"]
     assert "gender" in summary["skipped"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_an_image_audit_report_shows_edits_farthest_faces_and_faceless_images(tiny_model, tmp_path):
+    """A spec audit with the tiny pipeline (20 images per group, SEGA edits of named
+    identities) against real reference faces (LFW): the report shows each source face beside
+    its edit, the faces farthest from the reference, and the images with no detected face
+    (32-px renders have none), as small JPEGs; the page renders in chromium."""
+    from PIL import Image
+    from skimage import data
+
+    from faceaudit import pipeline
+    from faceaudit.files.folder import AuditFolder
+    from faceaudit.stages import report
+
+    faces = data.lfw_subset()
+    rows = []
+    (tmp_path / "ref").mkdir()
+    for i in range(44):
+        Image.fromarray((255 * faces[i]).astype(np.uint8)).convert("RGB").resize((64, 64)).save(tmp_path / "ref" / f"{i}.png")
+        rows.append(dict(path=f"{i}.png", race=("Asian", "White")[i % 2], gender="woman"))
+    pd.DataFrame(rows).to_csv(tmp_path / "ref" / "m.csv", index=False)
+    spec = _spec(tmp_path, tiny_model).read_text().replace("group_images = 1", "group_images = 20")
+    spec = spec.replace('[[generators]]', f'[reference]\nimages = "{tmp_path / "ref"}"\nmanifest = "{tmp_path / "ref" / "m.csv"}"\n\n[[generators]]', 1)
+    (tmp_path / "spec.toml").write_text(spec)
+    settings = pipeline.AuditSettings(out=tmp_path / "out", spec=tmp_path / "spec.toml")
+    for step in pipeline.steps(settings):
+        if step.name in ("generate", "embed", "measure", "report"):
+            pipeline.run_stage(AuditFolder(settings.out), step.module, step.settings)
+    page = (settings.out / "report.html").read_text()
+    assert "Edits: each source face beside its edits" in page and "<table class='edits'>" in page
+    assert "farthest from every reference face" in page and "no face was found" in page
+    assert page.count('src="data:image/jpeg;base64,') >= 2 * 6 + 2 * 2  # farthest + edits grids at least
+    assert len(page.encode()) < 2_000_000
+    shot = tmp_path / "image-audit.png"
+    result = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             "--disable-background-networking", "--disable-component-update", "--window-size=1280,2400",
+                             f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                             (settings.out / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and shot.stat().st_size > 20_000, result.stderr[-2000:]
+    if os.environ.get("FACEAUDIT_DOCS"):  # refresh the README's screenshot
+        shutil.copy(shot, os.environ["FACEAUDIT_DOCS"])

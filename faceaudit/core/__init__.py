@@ -57,7 +57,7 @@ from ._linalg import xla_only  # noqa: E402
 from ._audit_space import AuditSpace, audit_dimension, audit_space, space_rows  # noqa: E402
 from ._mmd import KIDResult, gaussian_mmd2, kid, median_bandwidth, mmd2, mmd2_weighted  # noqa: E402
 from ._planning import PlanResult, evaluate_allocation, plan_mix, with_extra  # noqa: E402
-from ._prdc import PRDC, Membership, knn_membership, prdc  # noqa: E402
+from ._prdc import PRDC, Membership, knn_membership, nearest_distance, prdc  # noqa: E402
 from ._selection import (  # noqa: E402
     FDPrediction,
     GeneratedGaussians,
@@ -175,6 +175,7 @@ __all__ = [
     "mixing",
     "mmd2",
     "mmd2_weighted",
+    "nearest_distance",
     "monk_bin",
     "ncx2_cdf",
     "noise_free_generator",

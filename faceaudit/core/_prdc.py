@@ -481,3 +481,24 @@ def prdc(real: Features, fake: Features, *, k: int = 5, block_size: int = DEFAUL
 
 
 __all__ = ["PRDC", "Membership", "knn_membership", "prdc"]
+
+
+def nearest_distance(real: Features, fake: Features, *, block_size: int = DEFAULT_BLOCK) -> np.ndarray:
+    """Euclidean distance from each ``fake`` row to its nearest ``real`` row (float64), in
+    blocks of ``block_size`` fake rows: which generated faces lie farthest from every
+    reference face (the report shows them).
+
+    >>> nearest_distance(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 1.0], [3.0, 5.0]])).tolist()
+    [1.0, 1.0]
+    """
+    real = np.asarray(_validate.features(real, "real", min_rows=1, as_jax=False), dtype=np.float64)
+    fake = np.asarray(_validate.features(fake, "fake", min_rows=1, as_jax=False), dtype=np.float64)
+    _validate.same_dim(real, fake, ("real", "fake"))
+    block = _validate.positive_int(block_size, "block_size")
+    squared_real = np.einsum("ij,ij->i", real, real)
+    out = np.empty(len(fake))
+    for start in range(0, len(fake), block):
+        part = fake[start:start + block]
+        d2 = squared_real[None, :] + np.einsum("ij,ij->i", part, part)[:, None] - 2.0 * part @ real.T
+        out[start:start + block] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    return out

@@ -11,7 +11,8 @@ half of each group's reference images, its FD measured on the other half).
 
 Beside it: ``image_metrics.parquet`` (per generated image: is it inside a reference
 image's k-NN ball of its group, with reference balls drawn at the common reference size:
-the per-image outcome the disparity stage models), ``prompt_metrics.parquet`` (per-image
+the per-image outcome the disparity stage models; ``nearest_reference``: the distance to
+the group's nearest reference image, which the report uses to show the farthest faces), ``prompt_metrics.parquet`` (per-image
 prompt and edit metrics of the study) when there are prompts, and
 ``identity_spreads.json`` when reference images carry identity labels.
 """
@@ -212,7 +213,8 @@ def _on_manifold(folder, x_all, picks, settings, key) -> pd.DataFrame:
             membership = core.knn_membership(x_all[chosen], x_all[gen_rows], k=k)
             part = manifest.iloc[gen_rows][["image_id", "generator", "group", "identity_kind", *folder.group_columns]]
             frames.append(part.assign(on_manifold=np.where(membership.fake_in_real > 0, "yes", "no"),
-                                      balls=membership.fake_in_real, reference_size=size))
+                                      balls=membership.fake_in_real, reference_size=size,
+                                      nearest_reference=core.nearest_distance(x_all[ref_rows], x_all[gen_rows])))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -44,6 +44,7 @@ th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}img{max-widt
 .muted{color:#57606a;font-size:.9em}.grid img{width:96px;height:96px;object-fit:cover;margin:2px}
 table.overview td{white-space:nowrap}table.overview th{cursor:pointer;font-size:.9em}table.overview .ci{display:block;color:#57606a;font-size:.8em}
 td.worse,.worse-key{background:#ffebe9}td.best{font-weight:600}
+table.edits td{padding:2px;border:none}table.edits img{width:96px;height:96px;object-fit:cover}
 table.audited{font-size:.85em}table.audited th,table.audited td{text-align:left;border:none;padding:.1em .6em .1em 0}
 table.audited th{background:none;color:#57606a;font-weight:400}figure{margin:.5em 0}figure svg{max-width:100%;height:auto}
 @media print{h2{break-before:page}details{display:block}}
@@ -56,7 +57,7 @@ class Settings:
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
-    return [MANIFEST, "metrics.parquet", *(name for name in OPTIONAL if folder.exists(name))]
+    return [MANIFEST, "metrics.parquet", *(name for name in (*OPTIONAL, "image_metrics.parquet") if folder.exists(name))]
 
 
 def _img(svg: str) -> str:
@@ -233,7 +234,10 @@ def _prompt_grid(folder: AuditFolder) -> str:
 
 
 def _read(folder: AuditFolder) -> dict:
-    return {"metrics": folder.read_parquet("metrics.parquet", stage="measure"), **_read_optional(folder)}
+    out = {"metrics": folder.read_parquet("metrics.parquet", stage="measure"), **_read_optional(folder)}
+    if folder.exists("image_metrics.parquet"):
+        out["image_metrics"] = folder.read_parquet("image_metrics.parquet", stage="measure")
+    return out
 
 
 def _read_optional(folder: AuditFolder) -> dict:
@@ -447,6 +451,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
                for k in ("now", "uniform", "proportional", "planned")}})
         body.append(_table(shown))
     body.append("<h2>Sample images</h2>" + _image_grid(folder, manifest))
+    body += _image_audit(folder, manifest, f.get("image_metrics"))
     if (~rankable).any():
         body.append("<h2>Appendix: for comparison with the literature</h2><p class='muted'>Numbers that cannot rank "
                     "groups (their finite-sample bias depends on a group's size and spread), kept because papers "
@@ -484,6 +489,56 @@ def _thumbnail(path, label: str) -> str:
             break
     return (f'<img alt="{html.escape(label)}" src="data:image/jpeg;base64,'
             f'{base64.b64encode(buffer.getvalue()).decode()}">')
+
+
+EDIT_SOURCES = 3  # source faces per group in the edits grid
+
+
+def _image_audit(folder: AuditFolder, manifest: pd.DataFrame, image_metrics: pd.DataFrame | None) -> list[str]:
+    """Image audits: the study's figure (a source face beside each of its edits, per group),
+    the generated faces farthest from every reference face of their group, and those in
+    which no face was found. At most THUMBNAILS (or EDIT_SOURCES rows) per group and kind,
+    each a JPEG under THUMBNAIL_BYTES, so even a 10,000-image audit's report stays a few MB."""
+    with_files = manifest[manifest.path != ""]
+    if with_files.empty:
+        return []
+    out = [f"<p class='muted'>At most {THUMBNAILS} images per group in each grid below ({EDIT_SOURCES} source faces "
+           f"with their edits), each a thumbnail of at most {THUMBNAIL_PIXELS} px.</p>"]
+    edits = with_files[with_files.edit != ""]
+    if len(edits):
+        names = list(dict.fromkeys(edits.edit))
+        by_source = {(r.source_id, r.edit): r.path for r in edits.itertuples()}
+        out.append("<h2>Edits: each source face beside its edits</h2>")
+        for (generator, group), part in with_files[(with_files.edit == "") & with_files.image_id.isin(edits.source_id)
+                                                   ].groupby(["generator", "group"], sort=True):
+            head = "".join(f"<th>{html.escape(n)}</th>" for n in ["source", *names])
+            rows = []
+            for source in part.head(EDIT_SOURCES).itertuples():
+                cells = [_thumbnail(folder.file(source.path), f"{group}: source")]
+                cells += [_thumbnail(folder.file(by_source[(source.image_id, n)]), f"{group}: {n}")
+                          if (source.image_id, n) in by_source else "-" for n in names]
+                rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            out.append(f"<h3>{html.escape(generator)}: {html.escape(group)}</h3><table class='edits'><tr>{head}</tr>"
+                       f"{''.join(rows)}</table>")
+    if image_metrics is not None and "nearest_reference" in image_metrics:
+        far = image_metrics.merge(with_files[["image_id", "path"]], on="image_id")
+        if len(far):
+            out.append("<h2>Generated faces farthest from every reference face of their group</h2>")
+            for group, part in far.groupby("group", sort=True):
+                thumbs = [_thumbnail(folder.file(r.path), f"{group}: distance {r.nearest_reference:.3g}")
+                          for r in part.nlargest(THUMBNAILS, "nearest_reference").itertuples()]
+                out.append(f"<h3>{html.escape(group)}</h3><div class='grid'>{''.join(thumbs)}</div>")
+    if folder.has_role("identity"):
+        generated = with_files[with_files.role != "reference"]
+        _, found = folder.embeddings("identity", generated.image_id)
+        missing = generated[~found]
+        if len(missing):
+            out.append("<h2>Generated images in which no face was found</h2>")
+            for group, part in missing.groupby("group", sort=True):
+                thumbs = [_thumbnail(folder.file(p), f"{group}: no face") for p in part.path.head(THUMBNAILS)]
+                out.append(f"<h3>{html.escape(group or 'neutral prompts')} ({len(part)})</h3>"
+                           f"<div class='grid'>{''.join(thumbs)}</div>")
+    return out
 
 
 def _image_grid(folder: AuditFolder, manifest: pd.DataFrame) -> str:

@@ -52,6 +52,7 @@ NOT_METRICS = {
     # who gets drawn: tested against scipy, arviz, scikit-image and closed forms in test_representation.py
     "adjusted_classify_and_count", "category_counts", "check_reference_mix", "confusion_counts", "confusion_matrix",
     "hdi", "mix_divergences", "zero_shot_probabilities", "ita", "ita_category", "monk_bin", "skin_tone", "srgb_to_lab",
+    "nearest_distance",  # per-image, tested against scipy's cdist in test_representation.py
     # building blocks, weighted forms and summaries tested in their own modules
     "frechet_distance_from_stats", "gaussian_stats", "gaussian_stats_init", "gaussian_stats_update", "gaussian_stats_merge",
     "fd_infinity", "mmd2_weighted", "vendi_score_weighted", "median_bandwidth", "by_group",

@@ -140,3 +140,12 @@ def test_ita_categories_and_monk_bins():
     assert fc.ita(np.array([50.0, 0.0, 0.0])) == 0.0  # b* = 0: atan2 stays finite
     with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
         fc.skin_tone(np.zeros((0, 3)))
+
+
+def test_nearest_distance_matches_scipy_cdist():
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(300, 12)), rng.normal(size=(130, 12)) + 0.5
+    expected = cdist(fake, real).min(axis=1)
+    np.testing.assert_allclose(fc.nearest_distance(real, fake, block_size=37), expected, atol=1e-10)
