@@ -295,10 +295,11 @@ def test_a_finding_whose_fit_did_not_converge_says_so_in_its_own_sentence(audite
     assert selection["fit_problems"].iloc[0]  # 40 draws: R-hat / ESS problems
     metrics = pd.read_parquet(out / "metrics.parquet")
     lines = report.findings(metrics, None, None, selection)
-    assert "The fit behind this finding did not converge" in lines[-1]
+    assert "The fit behind this finding did not converge" in lines[-1].plain
     assert "did not converge" in stdout
+    assert "<b>The fit behind this finding did not converge</b>" in (out / "report.html").read_text()
     converged = selection.assign(fit_problems="")
-    assert "did not converge" not in report.findings(metrics, None, None, converged)[-1]
+    assert "did not converge" not in report.findings(metrics, None, None, converged)[-1].plain
 
 
 BROWSER_PROBE = """<script>window.__alerts = 0; window.alert = function () { window.__alerts += 1; };</script>"""

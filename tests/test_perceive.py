@@ -135,7 +135,7 @@ def test_loose_calibration_moves_shares_little_and_is_reported(world):
 def test_report_shows_who_gets_drawn(world, tmp_path):
     out, _ = world
     folder = AuditFolder(out)
-    html = "".join(report.who_gets_drawn(folder, report._read_optional(folder)))
+    html = report.render(drawn=report.who_gets_drawn(folder, report._read_optional(folder)))
     assert "Who gets drawn" in html and "P(depicted = requested)" in html and "Neutral prompts" in html
     assert "errs on generated faces as it does" in html
 

@@ -434,7 +434,7 @@ def test_an_image_audit_report_shows_edits_farthest_faces_and_faceless_images(ti
         if step.name in ("generate", "embed", "measure", "report"):
             pipeline.run_stage(AuditFolder(settings.out), step.module, step.settings)
     page = (settings.out / "report.html").read_text()
-    assert "Edits: each source face beside its edits" in page and "<table class='edits'>" in page
+    assert "Edits: each source face beside its edits" in page and '<table class="edits">' in page
     assert "farthest from every reference face" in page and "no face was found" in page
     assert page.count('src="data:image/jpeg;base64,') >= 2 * 6 + 2 * 2  # farthest + edits grids at least
     assert len(page.encode()) < 2_000_000

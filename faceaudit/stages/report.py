@@ -1,11 +1,15 @@
 """The report stage: one self-contained HTML file a person reads, headline findings first.
 
 Reads the stage files of an audit folder and never computes a statistic: the numbers, their
-intervals, the worst-versus-best contrasts and the warnings all come from the measure,
+intervals, the group contrasts and the warnings all come from the perceive, measure,
 disparity, explain and plan stages; labels and "what this interval is of" come from the
-metric catalogue. Figures are inline SVG and images small JPEG thumbnails, so the file can be
-mailed around. A
-folder whose stages disagree (a stage reran after those that read its output) is refused.
+metric catalogue. This module turns them into a context of plain values (text, numbers
+formatted as text, thumbnails as data URIs) and ``templates/report.html.j2`` lays them out
+with Jinja2's autoescaping, so every user-supplied string (group labels, prompts, file and
+generator names) is escaped exactly once, by the template. The only markup in the context
+is faceaudit's own figures (inline SVG). Figures are inline SVG and images small JPEG
+thumbnails, so the file can be mailed around. A folder whose stages disagree (a stage reran
+after those that read its output) is refused.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import html
+import functools
 import json
 import platform
 from importlib import metadata
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -30,9 +35,16 @@ from faceaudit.tables import catalogue, figures
 NAME = "report"
 DESCRIBE = "write the HTML report"
 REPORT = "report.html"
-OPTIONAL = ("disparity.json", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
-            "contrasts.parquet", "prompt_metrics.parquet", "faithfulness.parquet", "representation.parquet",
-            "perceive.json", "group_contrasts.parquet")
+OPTIONAL = {"disparity.json": "disparity", "selection_summary.parquet": "explain", "share_curves.parquet": "explain",
+            "plan.parquet": "plan", "plan.json": "plan", "contrasts.parquet": "measure",
+            "prompt_metrics.parquet": "measure", "group_contrasts.parquet": "measure",
+            "image_metrics.parquet": "measure", "faithfulness.parquet": "perceive",
+            "representation.parquet": "perceive", "perceive.json": "perceive"}  # file -> the stage that writes it
+THUMBNAILS = 6  # images shown per group or prompt in each grid
+THUMBNAIL_PIXELS = 128  # longest side
+THUMBNAIL_BYTES = 24_000  # cap per thumbnail: with THUMBNAILS per grid a 10,000-image audit's report stays a few MB
+EDIT_SOURCES = 3  # source faces per group in the edits grid
+OVERVIEW_KINDS = ("distribution", "diversity", "identity")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1220px;margin:2em auto;padding:0 1em;color:#1d2733}
@@ -57,35 +69,49 @@ class Settings:
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
-    return [MANIFEST, "metrics.parquet", *(name for name in (*OPTIONAL, "image_metrics.parquet") if folder.exists(name))]
+    return [MANIFEST, "metrics.parquet", *(name for name in OPTIONAL if folder.exists(name))]
 
 
-def _img(svg: str) -> str:
-    """An inline SVG figure (from ``tables.figures``: its text XML-escaped by matplotlib)."""
-    return f"<figure>{svg}</figure>"
+class Finding(NamedTuple):
+    """A headline finding: a bold head, the rest, and (when the fit behind it did not
+    converge) what its diagnostics say."""
+
+    head: str
+    text: str
+    caveat: str = ""
+
+    @property
+    def plain(self) -> str:
+        tail = (f" The fit behind this finding did not converge ({self.caveat}): treat it as provisional and rerun "
+                "with more draws (--draws)." if self.caveat else "")
+        return self.head + self.text + tail
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True)
+class Table(NamedTuple):
+    columns: list[str]
+    rows: list[list[str]]
+    css: str = ""
 
 
-def _fmt(row, scale=1.0) -> str:
-    return f"{row.value * scale:.3f} [{row.low * scale:.3f}, {row.high * scale:.3f}]"
+def _frame_table(frame: pd.DataFrame) -> Table:
+    def text(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    return Table([str(c) for c in frame.columns], [[text(v) for v in row] for row in frame.itertuples(index=False)])
 
 
-def _unconverged(problems: str) -> str:
-    """The sentence a finding gets when the fit it rests on did not converge."""
-    if not problems:
-        return ""
-    return (f" <b>The fit behind this finding did not converge</b> ({html.escape(problems)}): treat it as provisional "
-            "and rerun with more draws (--draws).")
+def _interval(row, scale: float = 1.0, digits: int = 3) -> str:
+    return f"{row.value * scale:.{digits}f} [{row.low * scale:.{digits}f}, {row.high * scale:.{digits}f}]"
+
+
+# --- findings ---------------------------------------------------------------------------------
 
 
 def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: dict | None,
              selection: pd.DataFrame | None, faithfulness: pd.DataFrame | None = None,
-             perceived: dict | None = None) -> list[str]:
-    """The headline findings (HTML), from stage files only; a finding that rests on a fit
-    that did not converge says so in its own sentence."""
+             perceived: dict | None = None) -> list[Finding]:
+    """The headline findings, from stage files only; a finding that rests on a fit that did
+    not converge says so in its own sentence."""
     out = _drawn_finding(faithfulness, perceived)
     head = catalogue.info(catalogue.HEADLINE)
     if contrasts is not None and len(contrasts):
@@ -93,31 +119,32 @@ def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: d
             sure = ("the interval of the difference excludes 0" if c.low > 0 or c.high < 0
                     else "the interval of the difference includes 0: no clear disparity")
             s = head.scale
-            out.append(f"<b>Distribution shift is largest for {html.escape(c.worst)}</b>"
-                       f"{'' if contrasts.generator.nunique() == 1 else ' (' + html.escape(c.generator) + ')'}: "
-                       f"{html.escape(head.label)} x{s:g} {c.worst_value * s:.3f} against {c.best_value * s:.3f} for "
-                       f"{html.escape(c.best)}; difference {c.difference * s:.3f} "
-                       f"[{c.low * s:.3f}, {c.high * s:.3f}] ({sure}).")
+            who = "" if contrasts.generator.nunique() == 1 else f" ({c.generator})"
+            out.append(Finding(f"Distribution shift is largest for {c.worst}",
+                               f"{who}: {head.label} x{s:g} {c.worst_value * s:.3f} against {c.best_value * s:.3f} for "
+                               f"{c.best}; difference {c.difference * s:.3f} [{c.low * s:.3f}, {c.high * s:.3f}] ({sure})."))
     ver = metrics[(metrics.metric == "verification_same_group") & (metrics.group != "all")].dropna(subset=["value"])
     if len(ver):
         worst, best = ver.loc[ver.value.idxmin()], ver.loc[ver.value.idxmax()]
-        out.append(f"<b>Generated identities are hardest to tell apart for {html.escape(worst.group)}</b>: same-group "
-                   f"verification accuracy {_fmt(worst)} against {best.value:.3f} for {html.escape(best.group)}.")
+        out.append(Finding(f"Generated identities are hardest to tell apart for {worst.group}",
+                           f": same-group verification accuracy {_interval(worst)} against {best.value:.3f} for "
+                           f"{best.group}."))
     if selection is not None and len(selection):
+        problems = str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else ""
         flagged = selection[selection.under_represented]
         if len(flagged):
-            names = ", ".join(f"{html.escape(r.group)} (share {r.share_mean:.3f} [{r.share_low:.3f}, {r.share_high:.3f}])"
+            names = ", ".join(f"{r.group} (share {r.share_mean:.3f} [{r.share_low:.3f}, {r.share_high:.3f}])"
                               for r in flagged.itertuples())
-            out.append(f"<b>The training-mix model points to under-representation</b> of {names}: "
-                       f"each with posterior probability >= 0.9 of less than a uniform share.")
+            out.append(Finding("The training-mix model points to under-representation",
+                               f" of {names}: each with posterior probability >= 0.9 of less than a uniform share.",
+                               problems))
         else:
-            out.append("The training-mix model flags no group as under-represented with probability >= 0.9.")
-        if "fit_problems" in selection:
-            out[-1] += _unconverged(str(selection["fit_problems"].iloc[0]))
+            out.append(Finding("", "The training-mix model flags no group as under-represented with probability "
+                                   ">= 0.9.", problems))
     elif disparity is not None and "groups" in disparity:
         g = max(disparity["groups"], key=lambda r: r["p_worst"])
-        out.append(f"<b>{html.escape(g['group'])}</b> is the worst group with posterior probability {g['p_worst']:.2f}."
-                   + _unconverged("; ".join(disparity.get("diagnostics", {}).get("problems", []))))
+        out.append(Finding(g["group"], f" is the worst group with posterior probability {g['p_worst']:.2f}.",
+                           "; ".join(disparity.get("diagnostics", {}).get("problems", []))))
     return out[:4]
 
 
@@ -126,13 +153,12 @@ def _main_fit(table: pd.DataFrame) -> pd.DataFrame:
     (the grid's intersections) if there is one, else its first attribute; corrected fits
     before raw ones."""
     table = table.sort_values("corrected", ascending=False, kind="stable")
-    classifier = table["classifier"].iloc[0]
-    mine = table[table.classifier == classifier]
+    mine = table[table.classifier == table["classifier"].iloc[0]]
     joint = [a for a in dict.fromkeys(mine.attribute) if " x " in a]
     return mine[mine.attribute == (joint[0] if joint else mine.attribute.iloc[0])]
 
 
-def _drawn_finding(faithfulness: pd.DataFrame | None, perceived: dict | None) -> list[str]:
+def _drawn_finding(faithfulness: pd.DataFrame | None, perceived: dict | None) -> list[Finding]:
     if faithfulness is None or faithfulness.empty or faithfulness.share.isna().all():
         return []
     main = _main_fit(faithfulness)
@@ -142,48 +168,42 @@ def _drawn_finding(faithfulness: pd.DataFrame | None, perceived: dict | None) ->
     worst = own.loc[own.share.idxmin()]
     kind = "corrected for the classifier's confusion" if worst.corrected else "raw classifier shares, uncorrected"
     drawn = main[(main.group == worst.group) & (main.depicted != worst.requested)].sort_values("share").iloc[-1]
-    return [f"<b>{html.escape(worst.group)} is drawn as requested least often</b>: "
-            f"{worst.share:.2f} [{worst.low:.2f}, {worst.high:.2f}] of its images show {html.escape(worst.requested)} "
-            f"({html.escape(worst.attribute)}, {kind}; the classifier's raw share says {worst.raw_share:.2f}); most often "
-            f"it is drawn as {html.escape(drawn.depicted)} ({drawn.share:.2f})."
-            + _unconverged("; ".join(next((f.get("diagnostics", {}).get("problems", []) for f in (perceived or {}).get(
-                "fits", []) if f["classifier"] == worst.classifier and f["attribute"] == worst.attribute), [])))]
+    problems = next((f.get("diagnostics", {}).get("problems", []) for f in (perceived or {}).get("fits", [])
+                     if f["classifier"] == worst.classifier and f["attribute"] == worst.attribute), [])
+    return [Finding(f"{worst.group} is drawn as requested least often",
+                    f": {worst.share:.2f} [{worst.low:.2f}, {worst.high:.2f}] of its images show {worst.requested} "
+                    f"({worst.attribute}, {kind}; the classifier's raw share says {worst.raw_share:.2f}); most often it "
+                    f"is drawn as {drawn.depicted} ({drawn.share:.2f}).", "; ".join(problems))]
 
 
-def who_gets_drawn(folder: AuditFolder, f: dict) -> list[str]:
-    """The "Who gets drawn" section: requested vs depicted, neutral prompts, the calibration."""
+# --- who gets drawn ---------------------------------------------------------------------------
+
+
+def who_gets_drawn(folder: AuditFolder, f: dict) -> dict | None:
+    """The "Who gets drawn" section: calibration, requested vs depicted, neutral prompts."""
     faith, rep, summary = f.get("faithfulness_parquet"), f.get("representation_parquet"), f.get("perceive_json")
     if faith is None or summary is None:
-        return []
-    out = ["<h2>Who gets drawn</h2><p>Does a requested group come out as that group, and whom does the model draw "
-           "when the prompt names no group? Perceived attributes from a classifier, corrected for the confusion it "
-           "makes on the labelled reference faces (a Bayesian measurement-error model; 90% HDIs). "
-           f"{html.escape(summary['assumption'])}</p>"]
+        return None
+    out = {"assumption": summary["assumption"], "fits": [], "faithfulness": None, "prompts": None}
     for fit in summary["fits"]:
         name = f"{fit['classifier']} / {fit['attribute']}"
         if not fit["corrected"]:
-            out.append(f"<div class='warning'>{html.escape(name)}: {html.escape(fit['why_raw'])} (labelled raw).</div>")
+            out["fits"].append({"name": name, "raw": fit["why_raw"]})
             continue
         cal = fit["calibration"]
-        accuracy = ", ".join(f"{html.escape(c)} {a:.2f}" for c, a in cal["accuracy"].items())
-        shift = fit["sensitivity"]["max_share_shift"]
-        out.append(f"<p class='muted'>{html.escape(name)}: accuracy on {sum(cal['faces'].values())} reference faces: "
-                   f"{accuracy}; condition number {cal['condition']:.1f}. With the calibration counts divided by "
-                   f"{1 / fit['sensitivity']['calibration_weight']:.0f} (the confusion known only loosely) the shares "
-                   f"move by at most {shift:.3f}.</p>")
-        for pair in cal["cannot_tell_apart"]:
-            out.append(f"<div class='warning'>{html.escape(name)}: the classifier cannot tell {html.escape(pair[0])} and "
-                       f"{html.escape(pair[1])} apart; their corrected shares stay near the prior.</div>")
-        for problem in fit.get("diagnostics", {}).get("problems", []):
-            out.append(f"<div class='warning'>{html.escape(name)} fit: {html.escape(problem)}</div>")
-    main = _main_fit(faith)
+        out["fits"].append({
+            "name": name, "raw": "", "faces": sum(cal["faces"].values()), "condition": f"{cal['condition']:.1f}",
+            "accuracy": ", ".join(f"{c} {a:.2f}" for c, a in cal["accuracy"].items()),
+            "divisor": f"{1 / fit['sensitivity']['calibration_weight']:.0f}",
+            "shift": f"{fit['sensitivity']['max_share_shift']:.3f}", "confused": cal["cannot_tell_apart"],
+            "problems": fit.get("diagnostics", {}).get("problems", [])})
+    main = _main_fit(faith) if len(faith) else faith
     if len(main):
         attribute = main.attribute.iloc[0]
-        label = "corrected" if main.corrected.iloc[0] else "RAW, uncorrected"
-        out.append(f"<h3>Requested vs depicted ({html.escape(attribute)}, {label})</h3>")
-        for generator, part in main.groupby("generator", sort=False):
-            out.append(_img(figures.depicted_heatmap(part, f"{generator}: share of each requested group's images "
-                                                           f"depicting each {attribute}")))
+        out.update(attribute=attribute, label="corrected" if main.corrected.iloc[0] else "RAW, uncorrected",
+                   heatmaps=[_svg(figures.depicted_heatmap(part, f"{generator}: share of each requested group's "
+                                                                 f"images depicting each {attribute}"))
+                             for generator, part in main.groupby("generator", sort=False)])
         own = faith[faith.depicted == faith.requested]
         cells = own.assign(cell=[f"{r.share:.2f} [{r.low:.2f}, {r.high:.2f}] (raw {r.raw_share:.2f})"
                                  + ("" if r.corrected else " RAW") for r in own.itertuples()])
@@ -191,69 +211,294 @@ def who_gets_drawn(folder: AuditFolder, f: dict) -> list[str]:
                                  aggfunc="first", sort=False)
         wide.columns = [f"{a} ({c})" if own.classifier.nunique() > 1 else a for c, a in wide.columns]
         counts = main[main.depicted == main.requested].set_index(["generator", "group"])[["n", "no_face"]]
-        wide = wide.join(counts.rename(columns={"n": "faces", "no_face": "no face found"}))
-        out.append("<p class='muted'>P(depicted = requested) per attribute, posterior mean [90% HDI], with the "
-                   "classifier's raw share.</p>" + _table(wide.reset_index()))
+        out["faithfulness"] = _frame_table(wide.join(counts.rename(columns={"n": "faces", "no_face": "no face found"}))
+                                           .reset_index())
     if rep is not None and len(rep):
-        mains = _main_fit(rep)
-        shares = mains[mains.measure == "share"]
-        divergences = rep[rep.measure != "share"]
-        main_div = _main_fit(divergences)
-        skew = main_div.pivot_table(index=["generator", "prompt"], columns="measure", values=["share", "low", "high",
-                                                                                              "p_above"], sort=False)
-        cells = pd.DataFrame(index=skew.index)
-        for m, label in (("mad", "MAD"), ("kl", "KL"), ("entropy", "normalised entropy")):
-            cells[f"{label} ({main_div.attribute.iloc[0]})"] = [
-                f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(skew[("share", m)], skew[("low", m)], skew[("high", m)])]
-        cells["P(MAD > threshold)"] = skew[("p_above", "mad")].map("{:.2f}".format)
-        others = divergences[(divergences.measure == "mad") & (divergences.attribute != main_div.attribute.iloc[0])
-                             & (divergences.classifier == main_div.classifier.iloc[0])]
-        for attribute, part in others.groupby("attribute", sort=False):
-            cells[f"MAD ({attribute})"] = part.set_index(["generator", "prompt"]).apply(
-                lambda r: f"{r.share:.3f} [{r.low:.3f}, {r.high:.3f}]", axis=1)
-        cells = cells.assign(order=skew[("share", "mad")]).sort_values("order", ascending=False).drop(columns="order")
-        out.append("<h3>Neutral prompts: whom the model draws</h3><p class='muted'>Against the reference mix "
-                   "(uniform unless the spec gives shares); prompts ranked by MAD, with 90% HDIs.</p>")
-        out.append(_table(cells.reset_index()))
-        for generator, part in shares.groupby("generator", sort=False):
-            out.append(_img(figures.prompt_mixes(part, f"{generator}: depicted {shares.attribute.iloc[0]} per prompt "
-                                                       "(bars: corrected share, 90% HDI)")))
-        out.append(_prompt_grid(folder))
+        out.update(_prompts(folder, rep))
     return out
 
 
-def _prompt_grid(folder: AuditFolder) -> str:
-    """Image audits: up to six images of each neutral prompt."""
+def _prompts(folder: AuditFolder, rep: pd.DataFrame) -> dict:
+    shares = _main_fit(rep)
+    shares = shares[shares.measure == "share"]
+    divergences = rep[rep.measure != "share"]
+    main = _main_fit(divergences)
+    attribute = main.attribute.iloc[0]
+    skew = main.pivot_table(index=["generator", "prompt"], columns="measure", values=["share", "low", "high", "p_above"],
+                            sort=False)
+    cells = pd.DataFrame(index=skew.index)
+    for m, label in (("mad", "MAD"), ("kl", "KL"), ("entropy", "normalised entropy")):
+        cells[f"{label} ({attribute})"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                                           zip(skew[("share", m)], skew[("low", m)], skew[("high", m)])]
+    cells["P(MAD > threshold)"] = skew[("p_above", "mad")].map("{:.2f}".format)
+    others = divergences[(divergences.measure == "mad") & (divergences.attribute != attribute)
+                         & (divergences.classifier == main.classifier.iloc[0])]
+    for other, part in others.groupby("attribute", sort=False):
+        cells[f"MAD ({other})"] = part.set_index(["generator", "prompt"]).apply(
+            lambda r: f"{r.share:.3f} [{r.low:.3f}, {r.high:.3f}]", axis=1)
+    cells = cells.assign(order=skew[("share", "mad")]).sort_values("order", ascending=False).drop(columns="order")
     manifest = folder.manifest
     neutral = manifest[(manifest.role == "neutral") & (manifest.path != "")]
-    parts = []
-    for prompt, rows in neutral.groupby("prompt", sort=False):
-        thumbs = [_thumbnail(folder.file(p), prompt) for p in rows["path"].head(THUMBNAILS)]
-        parts.append(f"<h4>{html.escape(prompt)}</h4><div class='grid'>{''.join(thumbs)}</div>")
-    return "".join(parts)
+    return {"prompts": _frame_table(cells.reset_index()),
+            "mixes": [_svg(figures.prompt_mixes(part, f"{generator}: depicted {shares.attribute.iloc[0]} per prompt "
+                                                      "(bars: corrected share, 90% HDI)"))
+                      for generator, part in shares.groupby("generator", sort=False)],
+            "prompt_images": [(prompt, [_thumbnail(folder.file(p), prompt) for p in rows.path.head(THUMBNAILS)])
+                              for prompt, rows in neutral.groupby("prompt", sort=False)]}
+
+
+# --- per-group numbers ------------------------------------------------------------------------
+
+
+def overview(metrics: pd.DataFrame, group_contrasts: pd.DataFrame | None) -> dict | None:
+    """One table per generator: groups as rows, the ranking metrics as columns, each cell
+    the value with its interval; shaded where the group's difference from the best group
+    excludes 0 (``group_contrasts.parquet``), bold for the best. Sortable; each column's
+    definition on hover and in the notes."""
+    rows = metrics[(metrics.group != "all") & (metrics.edit == "")
+                   & metrics.metric.map(lambda m: catalogue.info(m).kind in OVERVIEW_KINDS)]
+    if rows.empty:
+        return None
+    worse, best = set(), set()
+    if group_contrasts is not None:
+        for c in group_contrasts[group_contrasts.edit == ""].itertuples():
+            best.add((c.generator, c.metric, c.best))
+            if c.low > 0 or c.high < 0:
+                worse.add((c.generator, c.metric, c.group))
+    names = sorted(rows.metric.unique(), key=lambda m: OVERVIEW_KINDS.index(catalogue.info(m).kind))
+    columns = [(f"{catalogue.info(m).shown_label} {catalogue.info(m).arrow}", _definition(m)) for m in names]
+    tables = []
+    for generator, part in rows.groupby("generator", sort=False):
+        by = {(r.group, r.metric): r for r in part.itertuples()}
+        body = []
+        for group in sorted(part.group.unique()):
+            cells = []
+            for m in names:
+                r = by.get((group, m))
+                if r is None:
+                    cells.append({"css": "", "sort": "nan", "value": "-", "interval": ""})
+                    continue
+                s = catalogue.info(m).scale
+                warn = " ⚠" if isinstance(r.warning, str) and r.warning else ""
+                cells.append({"css": "best" if (generator, m, group) in best else
+                              "worse" if (generator, m, group) in worse else "",
+                              "sort": repr(r.value * s), "value": f"{r.value * s:.3g}{warn}",
+                              "interval": f"[{r.low * s:.3g}, {r.high * s:.3g}]"})
+            body.append((group, cells))
+        tables.append({"title": "" if rows.generator.nunique() == 1 else generator, "columns": columns, "rows": body})
+    return {"confidence": int(100 * rows.confidence.iloc[0]), "tables": tables,
+            "notes": [(label, _definition(m).split(": ", 1)[1]) for (label, _), m in zip(columns, names)]}
+
+
+def _definition(name: str) -> str:
+    meta = catalogue.info(name)
+    return f"{meta.shown_label}: interval of {meta.estimand}; {meta.comparable}"
+
+
+def _metric_tables(metrics: pd.DataFrame) -> list[dict]:
+    """Every metric's per-group table by kind (with edits and sizes), and what each estimates."""
+    sections = []
+    for kind, title in (("distribution", "Distribution shift and fidelity"), ("diversity", "Diversity"),
+                        ("identity", "Identity"), ("faithfulness", "Faithfulness to prompts and edits")):
+        sub = metrics[metrics.metric.map(lambda m: catalogue.info(m).kind == kind)]
+        if sub.empty:
+            continue
+        tables, notes = [], []
+        for name in dict.fromkeys(sub.metric):
+            meta = catalogue.info(name)
+            rows = sub[sub.metric == name]
+            cell = [_interval(r, meta.scale) + (f" ⚠ {r.warning}" if isinstance(r.warning, str) and r.warning else "")
+                    for r in rows.itertuples()]
+            index = ["generator", "edit", "group"] if rows["edit"].ne("").any() else ["generator", "group"]
+            wide = rows.assign(cell=cell).pivot_table(index=index, columns="metric", values="cell", aggfunc="first")
+            wide.columns = [f"{meta.shown_label} {meta.arrow}"]
+            tables.append(_frame_table(wide.reset_index()))
+            notes.append((f"{meta.shown_label} {meta.arrow}", f"interval of {meta.estimand}; {meta.comparable}."))
+        sections.append({"title": title, "tables": tables, "notes": notes})
+    return sections
+
+
+def _disparities(metrics: pd.DataFrame, disparity: dict | None) -> tuple:
+    panels = []
+    for name in (catalogue.HEADLINE, "fd_audit", "verification_same_group", "coverage"):
+        sub = metrics[(metrics.metric == name) & (metrics.group != "all") & (metrics.edit == "")].copy()
+        if len(sub):
+            meta = catalogue.info(name)
+            for col in ("value", "low", "high"):
+                sub[col] = sub[col] * meta.scale
+            sub["label"] = sub["group"] if sub.generator.nunique() == 1 else sub.generator + ": " + sub.group
+            panels.append((sub, meta.shown_label, f"{'higher' if meta.higher_is_better else 'lower'} is better"))
+    forests = _svg(figures.forests(panels)) if panels else None
+    if disparity is None:
+        return forests, None
+    if "skipped" in disparity:
+        return forests, {"skipped": disparity["skipped"]}
+    post = pd.DataFrame(disparity["groups"]).rename(columns={"mean": "value", "hdi_low": "low", "hdi_high": "high"})
+    post["label"] = post["group"]
+    shown = post[["group", "n", "observed", "value", "low", "high", "p_worst"]].rename(
+        columns={"value": "mean", "low": "HDI low", "high": "HDI high", "p_worst": "P(worst)"})
+    return forests, {"skipped": "", "outcome": disparity.get("outcome", ""), "hdi": int(100 * disparity.get("hdi_prob", 0.95)),
+                     "problems": disparity.get("diagnostics", {}).get("problems", []),
+                     "figure": _svg(figures.forest(post, "posterior group means (hierarchical model)", "rate")),
+                     "table": _frame_table(shown)}
+
+
+def _selection(f: dict) -> dict | None:
+    selection = f.get("selection_summary_parquet")
+    if selection is None:
+        return None
+    shown = pd.DataFrame({
+        "generator": selection.generator, "group": selection.group,
+        "training share (posterior mean)": selection.share_mean.map("{:.3f}".format),
+        "90% HDI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(selection.share_low, selection.share_high)],
+        "P(share < uniform)": selection.p_below_uniform.map("{:.2f}".format),
+        "under-represented": selection.under_represented.map({True: "yes", False: "no"})})
+    curves = f.get("share_curves_parquet")
+    return {"evidence": str(selection["evidence"].iloc[0]) if "evidence" in selection else "per-group FD",
+            "problems": str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else "",
+            "table": _frame_table(shown), "figure": _svg(figures.share_curves(curves)) if curves is not None else None}
+
+
+def _plan(f: dict) -> dict | None:
+    plan = f.get("plan_parquet")
+    if plan is None:
+        return None
+    shown = pd.DataFrame({
+        "group": plan.group, "training share now": plan.share_now.map("{:.3f}".format),
+        "extra images": plan.extra_images.round().astype(int).astype(str),
+        "share planned": plan.share_planned.map("{:.3f}".format),
+        **{f"expected FD {k}": plan[f"quality_{k}"].map("{:.3f}".format) for k in ("now", "uniform", "proportional",
+                                                                                     "planned")}})
+    return {"budget": f"{f.get('plan_json', {}).get('budget', float('nan')):.0f}", "table": _frame_table(shown)}
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def _thumbnail(path, label: str) -> tuple[str, str]:
+    """``(alt text, data URI)`` of a real thumbnail: at most THUMBNAIL_PIXELS, a JPEG under
+    THUMBNAIL_BYTES (quality lowered until it fits); never the original file's bytes."""
+    import io
+
+    from faceaudit.files.images import load_rgb
+
+    image = load_rgb(path)
+    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    for quality in (85, 70, 50, 30):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        if buffer.tell() <= THUMBNAIL_BYTES:
+            break
+    return label, "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _images(folder: AuditFolder, manifest: pd.DataFrame, image_metrics: pd.DataFrame | None) -> dict:
+    """Image audits: sample faces per group; the study's figure (a source face beside each
+    of its edits, per group); the generated faces farthest from every reference face of
+    their group; those in which no face was found. At most THUMBNAILS (or EDIT_SOURCES rows)
+    per group and grid."""
+    with_files = manifest[manifest.path != ""]
+    out = {"samples": [], "edits": [], "farthest": [], "faceless": [], "any": not with_files.empty,
+           "per_group": THUMBNAILS, "edit_sources": EDIT_SOURCES, "pixels": THUMBNAIL_PIXELS}
+    if with_files.empty:
+        return out
+    for group, rows in with_files[with_files.role == "generated"].groupby("group"):
+        out["samples"].append((group, [_thumbnail(folder.file(p), group) for p in rows.path.head(THUMBNAILS)]))
+    edits = with_files[with_files.edit != ""]
+    if len(edits):
+        names = list(dict.fromkeys(edits.edit))
+        by_source = {(r.source_id, r.edit): r.path for r in edits.itertuples()}
+        sources = with_files[(with_files.edit == "") & with_files.image_id.isin(edits.source_id)]
+        for (generator, group), part in sources.groupby(["generator", "group"], sort=True):
+            rows = []
+            for source in part.head(EDIT_SOURCES).itertuples():
+                rows.append([_thumbnail(folder.file(source.path), f"{group}: source")]
+                            + [_thumbnail(folder.file(by_source[(source.image_id, n)]), f"{group}: {n}")
+                               if (source.image_id, n) in by_source else None for n in names])
+            out["edits"].append({"title": f"{generator}: {group}", "columns": ["source", *names], "rows": rows})
+    if image_metrics is not None and "nearest_reference" in image_metrics:
+        far = image_metrics.merge(with_files[["image_id", "path"]], on="image_id")
+        for group, part in far.groupby("group", sort=True):
+            out["farthest"].append((group, [_thumbnail(folder.file(r.path), f"{group}: distance {r.nearest_reference:.3g}")
+                                            for r in part.nlargest(THUMBNAILS, "nearest_reference").itertuples()]))
+    if folder.has_role("identity"):
+        generated = with_files[with_files.role != "reference"]
+        _, found = folder.embeddings("identity", generated.image_id)
+        for group, part in generated[~found].groupby("group", sort=True):
+            out["faceless"].append((group or "neutral prompts", len(part),
+                                    [_thumbnail(folder.file(p), f"{group}: no face") for p in part.path.head(THUMBNAILS)]))
+    return out
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def _svg(svg: str):
+    """faceaudit's own figure, marked safe for the template (matplotlib escaped its text)."""
+    from markupsafe import Markup
+
+    return Markup(svg)
+
+
+@functools.cache
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("faceaudit.stages", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2")
+
+
+def render(**context) -> str:
+    """The page for ``context`` (sections left out are empty)."""
+    page = {"css": CSS, "header": [], "random_weights": [], "findings": [], "warned": "", "drawn": None,
+            "overview": None, "metric_tables": [], "forests": None, "disparity": None, "selection": None,
+            "plan": None, "images": _images_empty(), "appendix": [], "settings": "{}"}
+    page.update(context)
+    return _template().render(**page)
+
+
+def _images_empty() -> dict:
+    return {"samples": [], "edits": [], "farthest": [], "faceless": [], "any": False, "per_group": THUMBNAILS,
+            "edit_sources": EDIT_SOURCES, "pixels": THUMBNAIL_PIXELS}
+
+
+def run(folder: AuditFolder, settings: Settings) -> StageResult:
+    problems = disagreements(folder.path, skip=(NAME,))
+    if problems:
+        raise ValueError(f"{folder.path}: the stage files disagree ({'; '.join(problems)}); "
+                         "rerun `faceaudit audit` to bring every stage up to date before reporting")
+    f = _read(folder)
+    metrics, manifest, meta = f["metrics"], folder.manifest, folder.meta
+    rankable = metrics.metric.map(lambda m: catalogue.info(m).rankable)
+    warned = metrics[metrics.warning.fillna("").ne("") & rankable]
+    forests, disparity = _disparities(metrics, f.get("disparity_json"))
+    records = {p.stem: json.loads(p.read_text()).get("settings") for p in sorted(folder.file(RECORDS).glob("*.json"))}
+    page = render(
+        header=_header(folder, manifest, meta), random_weights=_random_weights(folder),
+        findings=findings(metrics, f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"),
+                          f.get("faithfulness_parquet"), f.get("perceive_json")),
+        warned="; ".join(sorted({f"{r.metric} {r.group}: {r.warning}" for r in warned.itertuples()})[:6]),
+        drawn=who_gets_drawn(folder, f), overview=overview(metrics[rankable], f.get("group_contrasts_parquet")),
+        metric_tables=_metric_tables(metrics[(metrics.group != "all") & rankable]), forests=forests,
+        disparity=disparity, selection=_selection(f), plan=_plan(f),
+        images=_images(folder, manifest, f.get("image_metrics_parquet")),
+        appendix=_metric_tables(metrics[(metrics.group != "all") & ~rankable]),
+        settings=json.dumps({"stages": records, "manifest": meta, "versions": _versions()}, indent=2, default=str))
+    atomic_write_text(folder.file(REPORT), page)
+    return StageResult((REPORT,), {"report": str(folder.file(REPORT).resolve())})
 
 
 def _read(folder: AuditFolder) -> dict:
-    out = {"metrics": folder.read_parquet("metrics.parquet", stage="measure"), **_read_optional(folder)}
-    if folder.exists("image_metrics.parquet"):
-        out["image_metrics"] = folder.read_parquet("image_metrics.parquet", stage="measure")
-    return out
+    return {"metrics": folder.read_parquet("metrics.parquet", stage="measure"), **_read_optional(folder)}
 
 
 def _read_optional(folder: AuditFolder) -> dict:
     """The stage files a report shows where they exist, by name with "." as "_"."""
-    files = {}
-    stage_of = {"disparity.json": "disparity", "selection_summary.parquet": "explain", "share_curves.parquet": "explain",
-                "plan.parquet": "plan", "plan.json": "plan", "contrasts.parquet": "measure",
-                "prompt_metrics.parquet": "measure", "faithfulness.parquet": "perceive",
-                "representation.parquet": "perceive", "perceive.json": "perceive",
-                "group_contrasts.parquet": "measure"}
-    for name in OPTIONAL:
-        if folder.exists(name):
-            key = name.replace(".", "_")
-            files[key] = (folder.read_json(name, stage=stage_of[name]) if name.endswith(".json")
-                          else folder.read_parquet(name, stage=stage_of[name]))
-    return files
+    return {name.replace(".", "_"): (folder.read_json(name, stage=stage) if name.endswith(".json")
+                                     else folder.read_parquet(name, stage=stage))
+            for name, stage in OPTIONAL.items() if folder.exists(name)}
 
 
 def _random_weights(folder: AuditFolder) -> list[str]:
@@ -266,309 +511,31 @@ def _random_weights(folder: AuditFolder) -> list[str]:
 
 def headline_findings(folder: AuditFolder) -> list[str]:
     """The report's headline findings as plain text (for the terminal)."""
-    import re
-
     f = _read(folder)
-    lines = findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"),
-                     f.get("faithfulness_parquet"), f.get("perceive_json"))
+    lines = [x.plain for x in findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"),
+                                       f.get("selection_summary_parquet"), f.get("faithfulness_parquet"),
+                                       f.get("perceive_json"))]
     random = _random_weights(folder)
     if random:
         lines.insert(0, "RANDOM ENCODER WEIGHTS (" + "; ".join(random) + "): these numbers say nothing about faces.")
-    return [html.unescape(re.sub("<[^>]+>", "", s)) for s in lines]
+    return lines
 
 
-SORT_SCRIPT = """<script>
-document.querySelectorAll('table.overview th[data-col]').forEach(function (th) {
-  th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0], col = +th.dataset.col;
-    var up = th.dataset.dir !== 'up'; th.dataset.dir = up ? 'up' : 'down';
-    Array.from(body.rows).sort(function (a, b) {
-      var x = parseFloat(a.cells[col].dataset.value), y = parseFloat(b.cells[col].dataset.value);
-      return (isNaN(x) ? 1 : isNaN(y) ? -1 : (x - y) * (up ? 1 : -1));
-    }).forEach(function (row) { body.appendChild(row); });
-  });
-});
-</script>"""
-OVERVIEW_KINDS = ("distribution", "diversity", "identity")
-
-
-def overview(metrics: pd.DataFrame, group_contrasts: pd.DataFrame | None) -> list[str]:
-    """One table per generator: groups as rows, the ranking metrics as columns, each cell
-    the value with its interval; red where the group's difference from the best group
-    excludes 0, bold for the best. Click a column to sort; hover for its definition."""
-    rows = metrics[(metrics.group != "all") & (metrics.edit == "")
-                   & metrics.metric.map(lambda m: catalogue.info(m).kind in OVERVIEW_KINDS)]
-    if rows.empty:
-        return []
-    worse, best = set(), set()
-    if group_contrasts is not None:
-        for c in group_contrasts[group_contrasts.edit == ""].itertuples():
-            best.add((c.generator, c.metric, c.best))
-            if c.low > 0 or c.high < 0:
-                worse.add((c.generator, c.metric, c.group))
-    names = list(dict.fromkeys(sorted(rows.metric.unique(), key=lambda m: OVERVIEW_KINDS.index(catalogue.info(m).kind))))
-    out = ["<h2>Per-group metrics</h2><p class='muted'>Each value with its "
-           f"{int(100 * rows.confidence.iloc[0])}% interval. <span class='worse-key'>Shaded</span>: the group's "
-           "difference from the best group (<b>bold</b>) excludes 0. Arrows: which direction is better; click a "
-           "column to sort, hover its name for what it estimates.</p>"]
-    for generator, part in rows.groupby("generator", sort=False):
-        by = {(r.group, r.metric): r for r in part.itertuples()}
-        head = ["<th data-col='0'>group</th>"]
-        for j, m in enumerate(names, 1):
-            meta = catalogue.info(m)
-            tip = html.escape(f"{meta.shown_label}: interval of {meta.estimand}; {meta.comparable}", quote=True)
-            head.append(f"<th data-col='{j}' title=\"{tip}\">{html.escape(meta.shown_label)} {meta.arrow}</th>")
-        body = []
-        for group in sorted(part.group.unique()):
-            cells = [f"<td data-value='nan'>{html.escape(group)}</td>"]
-            for m in names:
-                r = by.get((group, m))
-                if r is None:
-                    cells.append("<td data-value='nan'>-</td>")
-                    continue
-                scale = catalogue.info(m).scale
-                cls = ("best" if (generator, m, group) in best else "worse" if (generator, m, group) in worse else "")
-                warn = " ⚠" if isinstance(r.warning, str) and r.warning else ""
-                cells.append(f"<td class='{cls}' data-value='{r.value * scale!r}'>{r.value * scale:.3g} "
-                             f"<span class='ci'>[{r.low * scale:.3g}, {r.high * scale:.3g}]</span>{warn}</td>")
-            body.append("<tr>" + "".join(cells) + "</tr>")
-        title = "" if rows.generator.nunique() == 1 else f"<h3>{html.escape(generator)}</h3>"
-        out.append(f"{title}<table class='overview'><thead><tr>{''.join(head)}</tr></thead>"
-                   f"<tbody>{''.join(body)}</tbody></table>")
-    notes = "".join(f"<li><b>{html.escape(catalogue.info(m).shown_label)} {catalogue.info(m).arrow}</b>: interval of "
-                    f"{html.escape(catalogue.info(m).estimand)}; {html.escape(catalogue.info(m).comparable)}.</li>"
-                    for m in names)
-    out.append(f"<ul class='muted'>{notes}</ul>{SORT_SCRIPT}")
-    return out
-
-
-def _metric_tables(metrics: pd.DataFrame) -> list[str]:
-    parts = []
-    for kind, title in (("distribution", "Distribution shift and fidelity"), ("diversity", "Diversity"),
-                        ("identity", "Identity"), ("faithfulness", "Faithfulness to prompts and edits")):
-        sub = metrics[metrics.metric.map(lambda m: catalogue.info(m).kind == kind)]
-        if sub.empty:
-            continue
-        parts.append(f"<h3>{title}</h3>")
-        notes = []
-        for name in dict.fromkeys(sub.metric):
-            meta = catalogue.info(name)
-            s = meta.scale
-            rows = sub[sub.metric == name]
-            # Plain text: to_html escapes it (escaping here too showed "&lt;" to the reader).
-            cell = [f"{_fmt(r, s)}" + (f" ⚠ {r.warning}" if isinstance(r.warning, str) and r.warning else "")
-                    for r in rows.itertuples()]
-            rows = rows.assign(cell=cell)
-            notes.append(f"<li><b>{html.escape(meta.shown_label)} {meta.arrow}</b>: interval of {html.escape(meta.estimand)}; "
-                         f"{html.escape(meta.comparable)}.</li>")
-            index = ["generator", "edit", "group"] if rows["edit"].ne("").any() else ["generator", "group"]
-            wide = rows.pivot_table(index=index, columns="metric", values="cell", aggfunc="first")
-            wide.columns = [meta.shown_label + " " + meta.arrow]
-            parts.append(_table(wide.reset_index()))
-        parts.append("<ul class='muted'>" + "".join(notes) + "</ul>")
-    return parts
-
-
-def run(folder: AuditFolder, settings: Settings) -> StageResult:
-    problems = disagreements(folder.path, skip=(NAME,))
-    if problems:
-        raise ValueError(f"{folder.path}: the stage files disagree ({'; '.join(problems)}); "
-                         "rerun `faceaudit audit` to bring every stage up to date before reporting")
-    f = _read(folder)
-    metrics, manifest, meta = f["metrics"], folder.manifest, folder.meta
-    body = ["<h1>faceaudit report</h1>", _header(folder, manifest, meta)]
-    random = _random_weights(folder)
-    if random:
-        body.append("<div class='warning'><b>Random encoder weights.</b> This audit embedded faces with untrained "
-                    f"networks ({html.escape('; '.join(random))}): its numbers say nothing about faces.</div>")
-    body.append("<h2>Headline findings</h2>")
-    body += [f"<div class='finding'>{s}</div>" for s in findings(metrics, f.get("contrasts_parquet"),
-                                                                 f.get("disparity_json"), f.get("selection_summary_parquet"),
-                                                                 f.get("faithfulness_parquet"), f.get("perceive_json"))]
-    warned = metrics[metrics.warning.fillna("").ne("") & metrics.metric.map(lambda m: catalogue.info(m).rankable)]
-    if len(warned):
-        body.append("<div class='warning'>Some per-group numbers carry warnings (⚠ in the tables): "
-                    + html.escape("; ".join(sorted(set(f"{r.metric} {r.group}: {r.warning}" for r in warned.itertuples()))[:6]))
-                    + "</div>")
-    body += who_gets_drawn(folder, f)
-    rankable = metrics.metric.map(lambda m: catalogue.info(m).rankable)
-    body += overview(metrics[rankable], f.get("group_contrasts_parquet"))
-    body.append("<details><summary>every per-group table (with edits, prompt metrics and sizes)</summary>")
-    body += _metric_tables(metrics[(metrics.group != "all") & rankable])
-    body.append("</details>")
-    body.append("<h2>Disparities</h2>")
-    panels = []
-    for name in (catalogue.HEADLINE, "fd_audit", "verification_same_group", "coverage"):
-        sub = metrics[(metrics.metric == name) & (metrics.group != "all") & (metrics.edit == "")].copy()
-        if len(sub):
-            meta_m = catalogue.info(name)
-            for col in ("value", "low", "high"):
-                sub[col] = sub[col] * meta_m.scale
-            sub["label"] = sub["group"] if sub.generator.nunique() == 1 else sub.generator + ": " + sub.group
-            panels.append((sub, meta_m.shown_label, f"{'higher' if meta_m.higher_is_better else 'lower'} is better"))
-    if panels:
-        body.append(_img(figures.forests(panels)))
-    disparity = f.get("disparity_json")
-    if disparity is not None and "skipped" in disparity:
-        body.append(f"<p>Bayesian disparity model not fitted: {html.escape(disparity['skipped'])}.</p>")
-    elif disparity is not None:
-        post = pd.DataFrame(disparity["groups"]).rename(columns={"mean": "value", "hdi_low": "low", "hdi_high": "high"})
-        post["label"] = post["group"]
-        body.append(f"<p>Bayesian model: {html.escape(disparity.get('outcome', ''))}. Posterior means with "
-                    f"{int(100 * disparity.get('hdi_prob', 0.95))}% HDIs; P(worst) in the table.</p>")
-        for problem in disparity.get("diagnostics", {}).get("problems", []):
-            body.append(f"<div class='warning'>Disparity fit: {html.escape(problem)}</div>")
-        body.append(_img(figures.forest(post, "posterior group means (hierarchical model)", "rate")))
-        body.append(_table(post[["group", "n", "observed", "value", "low", "high", "p_worst"]]
-                           .rename(columns={"value": "mean", "low": "HDI low", "high": "HDI high"})))
-    selection = f.get("selection_summary_parquet")
-    if selection is not None:
-        evidence = str(selection["evidence"].iloc[0]) if "evidence" in selection else "per-group FD"
-        body.append("<h2>Why: the training mix</h2><p>Effective training share per group inferred from "
-                    f"{html.escape(evidence)} by the analytical model (90% HDI), and the expected FD of each group "
-                    "as its share changes.</p>")
-        problems = str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else ""
-        if problems:
-            body.append(f"<div class='warning'>Training-mix fit: {html.escape(problems)}</div>")
-        shown = pd.DataFrame({
-            "generator": selection.generator, "group": selection.group,
-            "training share (posterior mean)": selection.share_mean.map("{:.3f}".format),
-            "90% HDI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(selection.share_low, selection.share_high)],
-            "P(share < uniform)": selection.p_below_uniform.map("{:.2f}".format),
-            "under-represented": selection.under_represented.map({True: "yes", False: "no"})})
-        body.append(_table(shown))
-        if f.get("share_curves_parquet") is not None:
-            body.append(_img(figures.share_curves(f["share_curves_parquet"])))
-    if f.get("plan_parquet") is not None:
-        plan = f["plan_parquet"]
-        budget = f.get("plan_json", {}).get("budget", float("nan"))
-        body.append(f"<h2>A better training mix</h2><p>{budget:.0f} extra training images allocated to help the "
-                    "worst-served group most, against uniform and proportional allocations (expected FD).</p>")
-        shown = pd.DataFrame({
-            "group": plan.group, "training share now": plan.share_now.map("{:.3f}".format),
-            "extra images": plan.extra_images.round().astype(int), "share planned": plan.share_planned.map("{:.3f}".format),
-            **{f"expected FD {k}": plan[f"quality_{k}"].map("{:.3f}".format)
-               for k in ("now", "uniform", "proportional", "planned")}})
-        body.append(_table(shown))
-    body.append("<h2>Sample images</h2>" + _image_grid(folder, manifest))
-    body += _image_audit(folder, manifest, f.get("image_metrics"))
-    if (~rankable).any():
-        body.append("<h2>Appendix: for comparison with the literature</h2><p class='muted'>Numbers that cannot rank "
-                    "groups (their finite-sample bias depends on a group's size and spread), kept because papers "
-                    "report them. They are not in the findings or the tables above.</p>")
-        body += _metric_tables(metrics[(metrics.group != "all") & ~rankable])
-    body.append("<h2>Settings and versions</h2>")
-    records = {p.stem: json.loads(p.read_text()).get("settings") for p in sorted(folder.file(RECORDS).glob("*.json"))}
-    body.append("<details><summary>every stage's settings, the manifest's origin, package versions</summary><pre>"
-                + html.escape(json.dumps({"stages": records, "manifest": meta, "versions": _versions()}, indent=2,
-                                         default=str)) + "</pre></details>")
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>faceaudit report</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    atomic_write_text(folder.file(REPORT), page)
-    return StageResult((REPORT,), {"report": str(folder.file(REPORT).resolve())})
-
-
-THUMBNAILS = 6  # images shown per group or prompt
-THUMBNAIL_PIXELS = 128  # longest side
-THUMBNAIL_BYTES = 24_000  # cap per thumbnail: a report with 8 groups and 15 prompts stays ~0.5 MB
-
-
-def _thumbnail(path, label: str) -> str:
-    """A real thumbnail: at most 128 px, a JPEG under 24 kB (quality lowered until it fits),
-    labelled with its MIME type; never the original file's bytes."""
-    import io
-
-    from faceaudit.files.images import load_rgb
-
-    image = load_rgb(path)
-    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-    for quality in (85, 70, 50, 30):
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        if buffer.tell() <= THUMBNAIL_BYTES:
-            break
-    return (f'<img alt="{html.escape(label)}" src="data:image/jpeg;base64,'
-            f'{base64.b64encode(buffer.getvalue()).decode()}">')
-
-
-EDIT_SOURCES = 3  # source faces per group in the edits grid
-
-
-def _image_audit(folder: AuditFolder, manifest: pd.DataFrame, image_metrics: pd.DataFrame | None) -> list[str]:
-    """Image audits: the study's figure (a source face beside each of its edits, per group),
-    the generated faces farthest from every reference face of their group, and those in
-    which no face was found. At most THUMBNAILS (or EDIT_SOURCES rows) per group and kind,
-    each a JPEG under THUMBNAIL_BYTES, so even a 10,000-image audit's report stays a few MB."""
-    with_files = manifest[manifest.path != ""]
-    if with_files.empty:
-        return []
-    out = [f"<p class='muted'>At most {THUMBNAILS} images per group in each grid below ({EDIT_SOURCES} source faces "
-           f"with their edits), each a thumbnail of at most {THUMBNAIL_PIXELS} px.</p>"]
-    edits = with_files[with_files.edit != ""]
-    if len(edits):
-        names = list(dict.fromkeys(edits.edit))
-        by_source = {(r.source_id, r.edit): r.path for r in edits.itertuples()}
-        out.append("<h2>Edits: each source face beside its edits</h2>")
-        for (generator, group), part in with_files[(with_files.edit == "") & with_files.image_id.isin(edits.source_id)
-                                                   ].groupby(["generator", "group"], sort=True):
-            head = "".join(f"<th>{html.escape(n)}</th>" for n in ["source", *names])
-            rows = []
-            for source in part.head(EDIT_SOURCES).itertuples():
-                cells = [_thumbnail(folder.file(source.path), f"{group}: source")]
-                cells += [_thumbnail(folder.file(by_source[(source.image_id, n)]), f"{group}: {n}")
-                          if (source.image_id, n) in by_source else "-" for n in names]
-                rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            out.append(f"<h3>{html.escape(generator)}: {html.escape(group)}</h3><table class='edits'><tr>{head}</tr>"
-                       f"{''.join(rows)}</table>")
-    if image_metrics is not None and "nearest_reference" in image_metrics:
-        far = image_metrics.merge(with_files[["image_id", "path"]], on="image_id")
-        if len(far):
-            out.append("<h2>Generated faces farthest from every reference face of their group</h2>")
-            for group, part in far.groupby("group", sort=True):
-                thumbs = [_thumbnail(folder.file(r.path), f"{group}: distance {r.nearest_reference:.3g}")
-                          for r in part.nlargest(THUMBNAILS, "nearest_reference").itertuples()]
-                out.append(f"<h3>{html.escape(group)}</h3><div class='grid'>{''.join(thumbs)}</div>")
-    if folder.has_role("identity"):
-        generated = with_files[with_files.role != "reference"]
-        _, found = folder.embeddings("identity", generated.image_id)
-        missing = generated[~found]
-        if len(missing):
-            out.append("<h2>Generated images in which no face was found</h2>")
-            for group, part in missing.groupby("group", sort=True):
-                thumbs = [_thumbnail(folder.file(p), f"{group}: no face") for p in part.path.head(THUMBNAILS)]
-                out.append(f"<h3>{html.escape(group or 'neutral prompts')} ({len(part)})</h3>"
-                           f"<div class='grid'>{''.join(thumbs)}</div>")
-    return out
-
-
-def _image_grid(folder: AuditFolder, manifest: pd.DataFrame) -> str:
-    with_images = manifest[manifest["path"] != ""]
-    if with_images.empty:
-        return '<p class="muted">No images in this audit (simulated embeddings).</p>'
-    parts = []
-    for group, rows in with_images[with_images.role == "generated"].groupby("group"):
-        thumbs = [_thumbnail(folder.file(path), group) for path in rows["path"].head(THUMBNAILS)]
-        parts.append(f"<h3>{html.escape(group)}</h3><div class='grid'>{''.join(thumbs)}</div>")
-    return "".join(parts)
-
-
-def _header(folder: AuditFolder, manifest: pd.DataFrame, meta: dict) -> str:
+def _header(folder: AuditFolder, manifest: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
     """What was audited: models, encoders, image counts, where, when and by which version."""
     role = manifest["role"]
     generators = sorted(g for g in manifest.loc[role != "reference", "generator"].unique() if g)
     encoders = sorted({f"{e['encoder']} ({r})" for r, e in folder.index.items()})
-    counts = [f"{int((role == 'generated').sum())} generated images of {manifest.loc[role == 'generated', 'group'].nunique()} "
-              f"groups"]
+    counts = [f"{int((role == 'generated').sum())} generated images of "
+              f"{manifest.loc[role == 'generated', 'group'].nunique()} groups"]
     if (role == "neutral").any():
         counts.append(f"{int((role == 'neutral').sum())} from {manifest.loc[role == 'neutral', 'prompt'].nunique()} "
                       "neutral prompts")
     counts.append(f"{int((role == 'reference').sum())} reference images")
-    rows = [("models", ", ".join(generators) or "-"), ("encoders", "; ".join(encoders) or "-"),
+    return [("models", ", ".join(generators) or "-"), ("encoders", "; ".join(encoders) or "-"),
             ("images", "; ".join(counts)), ("source", str(meta.get("source", "pipeline"))),
             ("folder", str(folder.path.resolve())),
             ("written", f"{datetime.date.today().isoformat()} by faceaudit {_versions().get('faceaudit', '?')}")]
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table class='audited'>{cells}</table>"
 
 
 def _versions() -> dict:
