@@ -280,7 +280,7 @@ def test_a_missing_label_in_a_parquet_manifest_names_line_and_column(tmp_path):
     from faceaudit.files.images import ingest
 
     rows = _pairs(4)
-    manifest = _faces(tmp_path, rows)
+    _faces(tmp_path, rows)  # the image files (and a CSV this test replaces by Parquet)
     table = pd.DataFrame(rows)
     table.loc[1, "race"] = None
     table.to_parquet(tmp_path / "m.parquet")

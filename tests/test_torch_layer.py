@@ -417,7 +417,6 @@ def test_an_image_audit_report_shows_edits_farthest_faces_and_faceless_images(ti
 
     from faceaudit import pipeline
     from faceaudit.files.folder import AuditFolder
-    from faceaudit.stages import report
 
     faces = data.lfw_subset()
     rows = []
