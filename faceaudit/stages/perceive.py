@@ -275,8 +275,8 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     attributes = [*levels, *([tables.JOINT_SEPARATOR.join(levels)] if len(levels) > 1 else [])]
     if "skin_tone" in settings.classifiers:
         attributes += list(PIXEL_ATTRIBUTES)
-    for attribute in attributes:  # bad reference labels are refused before any work
-        _true_labels(manifest, attribute, levels, source)
+    # The reference faces' labels of each attribute, read (and bad ones refused) before any work.
+    true = {attribute: _true_labels(manifest, attribute, levels, source) for attribute in attributes}
     perceived = perceive(folder, settings, grid)
     faithfulness, representation, posteriors = [], [], {}
     for classifier in settings.classifiers:
@@ -284,7 +284,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         for attribute in attributes:
             if attribute not in wide:
                 continue
-            result = _fit_one(manifest, wide[attribute].fillna(""), attribute, levels, grid, sets, settings, source)
+            result = _fit_one(wide[attribute].fillna(""), true[attribute], attribute, levels, grid, sets, settings, source)
             faithfulness.append(result.faithfulness.assign(classifier=classifier))
             representation.append(result.representation.assign(classifier=classifier))
             if result.idata is not None:
@@ -316,7 +316,7 @@ class _Result:
     summary: dict
 
 
-def _fit_one(manifest, labels: pd.Series, attribute: str, levels: dict, grid: dict, sets: ImageSets,
+def _fit_one(labels: pd.Series, true: pd.Series | None, attribute: str, levels: dict, grid: dict, sets: ImageSets,
              settings: Settings, source: str) -> _Result:
     categories = _categories(attribute, levels)
     index = {c: i for i, c in enumerate(categories)}
@@ -334,7 +334,6 @@ def _fit_one(manifest, labels: pd.Series, attribute: str, levels: dict, grid: di
     keep = perceived.sum(axis=1) > 0
     if not keep.any():
         raise ValueError(f"{source}: the {attribute!r} classifier found no face in any generated image")
-    true = _true_labels(manifest, attribute, levels, source)
     summary = {"categories": categories, "sets": [list(k) for k in sets.keys], "no_face": no_face.tolist(),
                "no_face_only": [list(k) for k, kept in zip(sets.keys, keep) if not kept]}
     reference_mix = core.check_reference_mix(dict(dict(settings.reference_mix).get(attribute, ())) or None, categories)

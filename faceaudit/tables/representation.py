@@ -14,6 +14,7 @@ say so (``corrected = False``); no number is shown as corrected that is not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -66,8 +67,6 @@ def fit_attribute(calibration: np.ndarray, perceived: np.ndarray, categories, se
     Raises:
         ValueError: a set with no labelled image, fewer than 2 categories, mismatched shapes.
     """
-    import functools
-
     from numpyro.infer import MCMC, NUTS
 
     from faceaudit.models import representation as models
