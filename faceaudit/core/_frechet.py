@@ -317,7 +317,8 @@ def fd_infinity(
 
     Args:
         key: PRNG key for the subsets.
-        x, y: ``(n, d)`` embedding sets.
+        x: ``(n_x, d)`` embeddings (the reference set).
+        y: ``(n_y, d)`` embeddings (the generated set).
         sizes: subsample sizes (each at least 2 and at most ``min(n_x, n_y)``); default
             eight sizes evenly spaced in ``1/N`` from ``min(n_x, n_y) / 5`` to
             ``min(n_x, n_y)``.

@@ -24,9 +24,10 @@ are then compared at a common size (``by_group(common_size=...)``), never at the
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from . import _frechet, _linalg, _mmd, _prdc, _vendi
 
@@ -47,6 +48,17 @@ def _fd_both_from_grams(gxx, gyy, gxy, wx, wy, plugin: bool = False):
     gap = mx2 + my2 - 2.0 * mxy
     return (_frechet._assemble(gap, tr_x, tr_y, r, w_x, w_y, False),
             _frechet._assemble(gap, tr_x, tr_y, r, w_x, w_y, not plugin))
+
+
+def _block_moments(x, blocks):
+    """``(mean, block counts, block sums and scatters about the mean, total scatter)``."""
+    mean = x.mean(axis=0)
+    centred = x - mean
+    count = int(np.max(blocks)) + 1
+    counts = np.bincount(blocks, minlength=count).astype(np.float64)
+    sums = np.stack([centred[blocks == b].sum(axis=0) for b in range(count)])
+    scatters = np.stack([_linalg.host_row_gram(centred[blocks == b]) for b in range(count)])
+    return mean, counts, sums, scatters, scatters.sum(axis=0)
 
 
 def _weighted_stats(x, w, plugin: bool):
@@ -96,6 +108,38 @@ class FD:
             return ("gram", x @ x.T, y @ y.T, x @ y.T)
         return ("stats", x, y)
 
+    def uses_host_jackknife(self, largest: int, d: int) -> bool:
+        return largest > d  # smaller groups go through n x n Grams (``prepare``)
+
+    def host_jackknife(self, x, blocks_x, y, blocks_y):
+        """Both FDs and their delete-one-block values from per-block moments: each set is
+        centred once, its blocks' sums and scatters taken once (one pass, ``n d^2``), and a
+        deletion's statistics are the whole set's downdated by its block,
+        ``S - S_b - s_b s_b^T / (n - n_b)`` about the mean ``mean - s_b / (n - n_b)``;
+        each replicate then costs one ``d x d`` product spectrum (one thread per core)."""
+        with _linalg.single_threaded():  # the same last bit on any thread count (the replicates' are)
+            moments = [_block_moments(x, blocks_x), _block_moments(y, blocks_y)]
+
+        def stats(side, leave):
+            mean, counts, sums, scatters, total = moments[side]
+            if leave is None:
+                return counts.sum(), mean, total
+            left = counts.sum() - counts[leave]
+            return left, mean - sums[leave] / left, total - scatters[leave] - np.outer(sums[leave], sums[leave]) / left
+
+        def both(item):
+            (n_a, mean_a, scatter_a), (n_b, mean_b, scatter_b) = stats(0, item[0]), stats(1, item[1])
+            s_a, s_b = scatter_a / (n_a - 1.0), scatter_b / (n_b - 1.0)
+            r = _linalg._host_product_spectrum(s_a, s_b)
+            gap = mean_a - mean_b
+            args = (gap @ gap, np.trace(s_a), np.trace(s_b), jnp.asarray(r), n_a, n_b)
+            return [float(_frechet._assemble(*args, w == "fd_unbiased")) for w in self.which]
+
+        j_x, j_y = len(moments[0][1]), len(moments[1][1])
+        items = [(None, None)] + [(b, None) for b in range(j_x)] + [(None, b) for b in range(j_y)]
+        values = np.asarray(_linalg.host_map(both, items))
+        return values[0], values[1:1 + j_x], values[1 + j_x:]
+
     def value(self, cache, wx, wy, plugin: bool):
         if cache[0] == "gram":
             raw, corrected = _fd_both_from_grams(*cache[1:], wx, wy, plugin)
@@ -114,6 +158,10 @@ class MMD2:
     bandwidth: float = 10.0
     two_sample: ClassVar[bool] = True
     size_dependent: ClassVar[bool] = False
+    unbiased: ClassVar[bool] = True  # at every size: a random part of the rows estimates the same value
+
+    def uses_host_jackknife(self, largest: int, d: int) -> bool:
+        return True
     jackknife_delete: ClassVar[float] = 0.0
 
     @property
@@ -130,6 +178,13 @@ class MMD2:
             _mmd._kernel_block(self.kernel, y, y, sy, sy, self.bandwidth),
             _mmd._kernel_block(self.kernel, x, y, sx, sy, self.bandwidth),
         )
+
+    def host_jackknife(self, x, blocks_x, y, blocks_y):
+        """The estimate and its delete-one-block values from block sums of the kernels
+        (``_mmd.host_mmd2_jackknife``): one pass over each kernel, tiled, in numpy."""
+        scale = 1000.0 if self.kernel == "gaussian" else 1.0
+        estimate, leave_x, leave_y = _mmd.host_mmd2_jackknife(self.kernel, x, blocks_x, y, blocks_y, self.bandwidth)
+        return scale * np.atleast_1d(estimate), scale * leave_x[:, None], scale * leave_y[:, None]
 
     def value(self, cache, wx, wy, plugin: bool):
         kxx, kyy, kxy = cache
@@ -178,6 +233,34 @@ class Vendi:
             xw = cache[1] * sw[:, None]
             mat = _linalg.gram(xw)
         return _vendi._order_entropy_exp(_linalg.eigvalsh(mat / wx.sum()), self.q)[None]
+
+    def host_subsets(self, x, y, masks_x, masks_y):
+        """Scores of 0/1 weightings on the host: ``full`` ``(R, n)`` subset masks and ``jack``
+        ``(J, R, n)`` jackknife masks, each a small change of its subset: the ``d x d`` dual
+        of a jackknife replicate is its subset's minus the rows it lost plus the rows it
+        gained (a few per block), not a new ``n``-row product; the eigensolves run on one
+        thread per core. Returns ``(R, 1)`` and ``(J, R, 1)`` values (and no ``y``)."""
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        xh = x / np.where(norm > 0, norm, 1.0)
+        full, jack = (np.asarray(m, bool) for m in masks_x)
+        kernel = xh @ xh.T if full.sum(axis=1).max() <= xh.shape[1] else None
+        duals = None if kernel is not None else [_linalg.host_row_gram(xh[mask]) for mask in full]
+
+        def score(item):
+            r, mask = item
+            rows = np.flatnonzero(mask)
+            if kernel is not None:
+                mat = kernel[np.ix_(rows, rows)]
+            else:
+                lost, gained = np.flatnonzero(full[r] & ~mask), np.flatnonzero(mask & ~full[r])
+                mat = duals[r] - xh[lost].T @ xh[lost] + xh[gained].T @ xh[gained]
+            return _linalg._eigvalsh_values_only(mat / rows.size)
+
+        items = [(r, m) for r, m in enumerate(full)] + [(r, m) for masks in jack for r, m in enumerate(masks)]
+        spectra = _linalg.host_map(score, items)
+        values = np.asarray([float(_vendi._order_entropy_exp(jnp.asarray(lam), self.q)) for lam in spectra])
+        r_count = full.shape[0]
+        return values[:r_count, None], values[r_count:].reshape(jack.shape[0], r_count, 1), None
 
     def restrict(self, cache, rows_x, rows_y):
         if rows_x is None:
@@ -243,6 +326,42 @@ class PRDC:
         }
         return jnp.stack([values[w] for w in self.which])
 
+    def host_subsets(self, x, y, masks_x, masks_y):
+        """Outputs of 0/1 weightings on the host, from one k-NN pass per set.
+
+        ``masks_*`` are ``(full (R, n), jack (J, R, n))`` as in ``by_group``. Each row's
+        nearest rows are sorted once (enough of them for the sparsest weighting's support,
+        ``_sorted_neighbours``); a weighting's k-NN radius is then the distance at which the
+        sorted list reaches ``k + 1`` rows of its support (the row itself included, as
+        ``value`` counts it), read in ``O(k n / share)`` instead of a pass over ``n x n``
+        distances; rows whose list runs out are done exactly. Returns the values of the
+        ``R`` subsets and ``(J, R, outputs)`` with a block of x, then of y, left out."""
+        sx, sy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+        dxy = _host_sq_dist(x, sx, y, sy)
+        (full_x, jack_x), (full_y, jack_y) = (tuple(np.asarray(m, bool) for m in masks) for masks in (masks_x, masks_y))
+        near_x = _sorted_neighbours(_host_sq_dist(x, sx, x, sx), self.k, min(full_x.sum(1).min(), jack_x.sum(2).min()))
+        near_y = _sorted_neighbours(_host_sq_dist(y, sy, y, sy), self.k, min(full_y.sum(1).min(), jack_y.sum(2).min()))
+
+        def one(pair):
+            px, py = pair
+            rows, cols = np.flatnonzero(px), np.flatnonzero(py)
+            r2x, r2y = _support_radius(near_x, px, rows, self.k), _support_radius(near_y, py, cols, self.k)
+            d = dxy[np.ix_(rows, cols)]
+            in_real = d < r2x[:, None]  # supported real rows' balls, supported fake columns
+            values = {
+                "precision": in_real.any(axis=0).mean(),
+                "recall": (d < r2y[None, :]).any(axis=1).mean(),
+                "density": in_real.sum() / (self.k * cols.size),
+                "coverage": (d.min(axis=1) < r2x).mean(),
+            }
+            return [values[w] for w in self.which]
+
+        r, j_x, j_y = full_x.shape[0], jack_x.shape[0], jack_y.shape[0]
+        pairs = ([(full_x[i], full_y[i]) for i in range(r)] + [(m, full_y[i]) for ms in jack_x for i, m in enumerate(ms)]
+                 + [(full_x[i], m) for ms in jack_y for i, m in enumerate(ms)])
+        values = np.asarray(_linalg.host_map(one, pairs), dtype=np.float64)
+        return (values[:r], values[r:r + j_x * r].reshape(j_x, r, -1), values[r + j_x * r:].reshape(j_y, r, -1))
+
     def restrict(self, cache, rows_x, rows_y):
         dxx, dyy, dxy = cache
         if rows_x is not None:
@@ -250,6 +369,49 @@ class PRDC:
         if rows_y is not None:
             dyy, dxy = dyy[rows_y][:, rows_y], dxy[:, rows_y]
         return dxx, dyy, dxy
+
+
+def _host_sq_dist(a, sq_a, b, sq_b):
+    out = a @ b.T
+    out *= -2.0
+    out += sq_a[:, None]
+    out += sq_b[None, :]
+    return np.maximum(out, 0.0, out=out)  # as _prdc._sq_dist
+
+
+class _Neighbours(NamedTuple):
+    order: np.ndarray  # (n, L) each row's nearest rows, nearest first (itself among them)
+    dist: np.ndarray  # (n, L) their squared distances
+    full: np.ndarray  # (n, n) every squared distance, for rows whose list runs out
+
+
+def _sorted_neighbours(d2, k: int, smallest_support: int) -> _Neighbours:
+    """Each row's ``L`` nearest rows in order, ``L`` sized so that a support of
+    ``smallest_support`` of the ``n`` rows is expected to hold ``k + 1`` of them thrice
+    over (fewer is caught and done exactly in ``_support_radius``)."""
+    n = d2.shape[0]
+    length = int(min(n, max(4 * (k + 1), np.ceil(3 * (k + 1) * n / max(smallest_support, 1)) + 16)))
+    if length < n:
+        order = np.argpartition(d2, length - 1, axis=1)[:, :length]
+        dist = np.take_along_axis(d2, order, axis=1)
+        within = np.argsort(dist, axis=1, kind="stable")
+        order, dist = np.take_along_axis(order, within, axis=1), np.take_along_axis(dist, within, axis=1)
+    else:
+        order = np.argsort(d2, axis=1, kind="stable")
+        dist = np.take_along_axis(d2, order, axis=1)
+    return _Neighbours(order, dist, d2)
+
+
+def _support_radius(near: _Neighbours, support, rows, k: int):
+    """Per row in ``rows``, the ``k``-th smallest (0-based) squared distance to the rows in
+    ``support``: what ``_prdc._kth_smallest`` gives on the masked distance matrix."""
+    counted = np.cumsum(support[near.order[rows]], axis=1)
+    found = counted[:, -1] > k
+    position = np.argmax(counted > k, axis=1)
+    radius = near.dist[rows, position]
+    for i in np.flatnonzero(~found):  # the sorted list ran out: the whole row, exactly
+        radius[i] = np.partition(near.full[rows[i]][support], k)[k]
+    return radius
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,16 @@ available for size-independent metrics; their replicates are recentred on the bo
 world's truth (``plugin``), because FD and MMD estimators are biased or bias-corrected
 (BCa too: its bias correction is measured against that truth).
 ``experiments/interval_coverage.py`` measures the coverage of each.
+
+**One pass per group on the CPU.** Evaluating each weighting from scratch repeats the
+group's expensive work (kernel, distance and scatter products) once per weighting. On the
+host a metric may share it instead, with the same weightings and random ranks, so the
+numbers agree with the compiled path to rounding (tested): MMD^2's and FD's jackknives
+come from block sums and block moments (``host_jackknife``), PRDC's subsets and
+half-samples from one sorted k-NN list per set, Vendi's from Gram downdates
+(``host_subsets``). Groups are then evaluated one at a time, so memory follows the
+largest group, and a pooled set beyond ``POOLED_MAX_ROWS`` is measured in random parts
+(``pooled``). The compiled path remains for accelerators and bootstrap replicates.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _group_metrics, _intervals, _prdc, _validate
+from . import _group_metrics, _intervals, _linalg, _prdc, _validate
 from ._typing import PRNGKey
 
 GROUP_SEPARATOR = " x "
@@ -318,7 +328,8 @@ def by_group(
         x: ``(n_x, d)`` embeddings (the real/reference set of a two-sample metric, or the
             set scored by a one-sample metric such as Vendi).
         x_groups: ``(n_x,)`` labels, or a tuple of label arrays for intersections.
-        y, y_groups: the generated set and its labels (two-sample metrics).
+        y: the generated set (two-sample metrics).
+        y_groups: its labels.
         key: PRNG key for subsets and resampling.
         interval: ``"jackknife"`` (delete-block, t; the default), or the bootstrap's
             ``"basic"``, ``"percentile"``, ``"bca"`` (size-independent metrics only).
@@ -399,6 +410,32 @@ def by_group(
         _check_repeats(y, ly, groups, "y", metric.k)
     size_x, size_y = _common_sizes(common_size, metric, counts_x, counts_y, two_sample)
     at_common = size_x is not None
+    num_boot = num_bootstrap if interval in _intervals.BOOTSTRAP_INTERVALS else 0
+    # Subsets of a group at its own size are the group itself: average over several only
+    # where some group is larger than the common size.
+    larger = at_common and (any(n > size_x for n in counts_x) or (two_sample and any(n > size_y for n in counts_y)))
+    r = subsamples if larger else 1
+    if (not num_boot and r == 1 and not delete and two_sample and hasattr(metric, "host_jackknife")
+            and metric.uses_host_jackknife(max(counts_x + counts_y), x.shape[1]) and _linalg.host_eager(x, y)):
+        # Each group's whole jackknife from one pass over its data, a group at a time.
+        estimate, jk_x, jk_y = _host_jackknife(metric, x, lx, y, ly, groups, blocks)
+        nx, ny = np.asarray(counts_x), np.asarray(counts_y)
+        subsets, recentred = estimate[:, None, :], np.zeros((len(groups), 0, estimate.shape[1]))
+        return _outputs(metric, groups, nx, ny, nx, ny, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
+                        at_common, interval, confidence)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
+    u_x = _rank_uniforms(rng, len(groups), max(counts_x), r, blocks, delete)
+    u_y = (_rank_uniforms(rng, len(groups), max(counts_y), r, blocks, delete) if two_sample
+           else (np.zeros((len(groups), r, 0)), np.zeros((len(groups), 0, 0))))
+    if not num_boot and hasattr(metric, "host_subsets") and _linalg.host_eager(x, y):
+        # The same weightings (same random ranks) evaluated on the host, a group at a time.
+        sets = ((x, lx, u_x, size_x), (y, ly, u_y, size_y) if two_sample else None)
+        estimate, subsets, jk_x, jk_y = _host_subsets(metric, groups, sets, blocks, delete)
+        nx, ny = np.asarray(counts_x), np.asarray(counts_y)
+        sx, sy = np.asarray([size_x or n for n in counts_x]), np.asarray([size_y or n for n in counts_y])
+        recentred = np.zeros((len(groups), 0, estimate.shape[1]))
+        return _outputs(metric, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
+                        at_common, interval, confidence)
     xs, nx = _padded(x, lx, groups, max(counts_x))
     if two_sample:
         ys, ny = _padded(y, ly, groups, max(counts_y))
@@ -406,32 +443,80 @@ def by_group(
         ys, ny = jnp.zeros((len(groups), 1, x.shape[1])), jnp.zeros(len(groups), jnp.int64)
     sx = jnp.asarray([size_x or n for n in counts_x])
     sy = jnp.asarray([size_y or n for n in counts_y]) if two_sample else ny
-    num_boot = num_bootstrap if interval in _intervals.BOOTSTRAP_INTERVALS else 0
-    # Subsets of a group at its own size are the group itself: average over several only
-    # where some group is larger than the common size.
-    larger = at_common and (any(n > size_x for n in counts_x) or (two_sample and any(n > size_y for n in counts_y)))
-    r = subsamples if larger else 1
     # At a common size below the largest group no subset or jackknife weighting carries more
     # rows than that size: evaluate on those rows only where the metric can.
     restrictable = larger and hasattr(metric, "restrict")
     support_x = size_x if restrictable and size_x < xs.shape[1] else None
     support_y = size_y if restrictable and two_sample and size_y < ys.shape[1] else None
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
-    u_x = _rank_uniforms(rng, len(groups), xs.shape[1], r, blocks, delete)
-    u_y = (_rank_uniforms(rng, len(groups), ys.shape[1], r, blocks, delete) if two_sample
-           else (np.zeros((len(groups), r, 0)), np.zeros((len(groups), 0, 0))))
     estimate, subsets, jk_x, jk_y, boot, plugin = (
-        np.asarray(a) for a in _evaluate(key, (*u_x, *u_y), xs, nx, sx, ys, ny, sy, metric, num_boot, blocks, delete,
-                                         support_x, support_y)
+        np.asarray(a) for a in _evaluate(key, (*u_x, *u_y), xs, nx, sx, ys, ny, sy, metric=metric, num_bootstrap=num_boot,
+                                         blocks=blocks, delete=delete, support_x=support_x, support_y=support_y)
     )
     # Recentred replicates for the basic and percentile intervals: theta* - T(F_hat) mimics
     # theta_hat - T(F) (without it a raw FD interval, a positively biased statistic, can miss
     # its own estimate entirely). BCa corrects the median bias itself and takes them raw.
     recentred = boot - plugin[:, None, :] + estimate[:, None, :]
+    return _outputs(metric, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
+                    at_common, interval, confidence)
+
+
+def _host_jackknife(metric, x, lx, y, ly, groups, blocks: int):
+    """Per group, the estimate and delete-one-block values of a metric that computes them
+    from block sums on the host (``metric.host_jackknife``), one group at a time: memory
+    follows the largest group, not all of them. Blocks are those of ``_block_of_row``."""
+    g_count, outputs = len(groups), len(metric.outputs)
+    estimate = np.zeros((g_count, outputs))
+    jk_x, jk_y = np.zeros((g_count, blocks, outputs)), np.zeros((g_count, blocks, outputs))
+    for gi, g in enumerate(groups):
+        xg, yg = x[lx == g], y[ly == g]
+        bx = np.arange(len(xg)) * min(blocks, len(xg)) // len(xg)
+        by = np.arange(len(yg)) * min(blocks, len(yg)) // len(yg)
+        estimate[gi], leave_x, leave_y = metric.host_jackknife(xg, bx, yg, by)
+        jk_x[gi, : len(leave_x)], jk_y[gi, : len(leave_y)] = leave_x, leave_y
+    return estimate, jk_x, jk_y
+
+
+_masks = jax.jit(_subset_masks, static_argnames=("n_max", "blocks", "delete"))
+
+
+def _host_subsets(metric, groups, sets, blocks: int, delete: float):
+    """Per group, a metric's subset values and jackknife values evaluated on the host
+    (``metric.host_subsets``) with the masks and random ranks of the compiled path, so both
+    give the same numbers; one group at a time, so memory follows the largest group.
+    ``sets`` holds ``(rows, labels, (u_sub, u_del), common size)`` for x and for y (None
+    for a one-sample metric)."""
+    outputs = len(metric.outputs)
+    estimate, subsets = [], []
+    jk = {side: np.zeros((len(groups), blocks if side == 0 or sets[1] else 0, outputs)) for side in (0, 1)}
+    for gi, g in enumerate(groups):
+        data, masks, sizes = [], [], []
+        for side in sets:
+            if side is None:
+                data.append(None), masks.append(None)
+                continue
+            rows_all, labels, (u_sub, u_del), size = side
+            rows = np.flatnonzero(labels == g)
+            full, jack, _ = _masks(u_sub[gi], u_del[gi], rows.size, size or rows.size, u_sub.shape[2], blocks, delete)
+            data.append(rows_all[rows])
+            masks.append((np.asarray(full)[:, : rows.size], np.asarray(jack)[:, :, : rows.size]))
+            sizes.append(rows.size)
+        values, leave_x, leave_y = metric.host_subsets(data[0], data[1], masks[0], masks[1])
+        subsets.append(values)
+        estimate.append(values.mean(axis=0))
+        for side, leave in enumerate((leave_x, leave_y)):
+            if leave is not None:
+                active = blocks if delete else min(blocks, sizes[side])
+                jk[side][gi, :active] = leave[:active].mean(axis=1)
+    return np.asarray(estimate), np.asarray(subsets), jk[0], jk[1]
+
+
+def _outputs(metric, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete, at_common,
+             interval, confidence):
     out = {}
+    size_y = np.asarray(sy) if metric.two_sample else np.zeros(len(groups), np.int64)
     for o, name in enumerate(metric.outputs):
         out[name] = _summarise(
-            name, groups, np.asarray(nx), np.asarray(ny), np.asarray(sx), np.asarray(sy) if two_sample else np.zeros(len(groups), np.int64),
+            name, groups, np.asarray(nx), np.asarray(ny), np.asarray(sx), size_y,
             estimate[:, o], subsets[:, :, o], jk_x[:, :, o], jk_y[:, :, o], recentred[:, :, o], blocks, delete,
             at_common, interval, confidence,
         )
@@ -482,6 +567,51 @@ def _summarise(name, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, rece
         low, high = np.asarray(lows), np.asarray(highs)
     return GroupEstimates(name, tuple(groups), nx, ny, sx, sy, estimate, se, df, low, high, bias, interval,
                           confidence, recentred)
+
+
+# A pooled set larger than this (per set) is measured in random parts of at most this many
+# rows: the all-pairs MMD^2 of 20,000 rows is 4 x 10^8 kernel pairs per term (9 s here at
+# d = 512), and of 80,000 rows, 6.4 x 10^9.
+POOLED_MAX_ROWS = 8192
+
+
+def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int = POOLED_MAX_ROWS, **options):
+    """``metric`` on all rows together, reported as the one group ``name``.
+
+    Sets of at most ``max_rows`` rows are evaluated whole (``by_group`` with one label).
+    Larger sets of a metric that is unbiased at every size (``metric.unbiased``: MMD^2) are
+    split at random into ``B = ceil(n / max_rows)`` near-equal parts per set; part ``b``
+    of ``x`` is compared with part ``b`` of ``y``. Each part is a random sample of the
+    pooled rows, so its estimate is unbiased for the pooled population value, and so is
+    the mean of the ``B``; the parts are disjoint, hence independent, and the mean's
+    variance is ``sum(se_b^2) / B^2`` with Welch-Satterthwaite degrees of freedom. This
+    is the incomplete U-statistic that KID's subsets also are, with the cost and memory of
+    one part. Other metrics, or bootstrap intervals, are evaluated whole.
+    """
+    metric = _group_metrics.group_metric(metric, **{k: options.pop(k) for k in ("k", "q", "bandwidth") if k in options})
+    sizes = [len(x)] + ([len(y)] if y is not None else [])
+    parts = -(-max(sizes) // max_rows)
+    whole = (parts == 1 or not getattr(metric, "unbiased", False) or not metric.two_sample
+             or options.get("interval", "jackknife") != "jackknife")
+    if whole:
+        labels = [np.full(n, name, dtype=object) for n in sizes]
+        return by_group(metric, x, labels[0], *((y, labels[1]) if y is not None else ()), key=key, **options)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
+    labels = [np.asarray([f"part {p}" for p in rng.permutation(np.arange(n) % parts)], dtype=object) for n in sizes]
+    by_part = by_group(metric, x, labels[0], y, labels[1], key=jax.random.fold_in(key, 1), **options)
+    results = by_part if isinstance(by_part, dict) else {metric.outputs[0]: by_part}
+    out = {}
+    for output, est in results.items():
+        variances = est.se**2 / parts**2
+        se = np.sqrt(variances.sum(keepdims=True))
+        df = np.atleast_1d(_intervals.welch_df(list(variances), list(est.df)))
+        estimate = np.atleast_1d(est.estimate.mean())
+        low, high = _intervals.t_interval(estimate, se, df, est.confidence)
+        n_x, n_y = np.asarray([est.n_x.sum()]), np.asarray([est.n_y.sum()])
+        out[output] = GroupEstimates(output, (name,), n_x, n_y, n_x, n_y, estimate, se, df, low, high,
+                                     np.atleast_1d(est.bias.mean()), est.interval, est.confidence,
+                                     np.zeros((1, 0)))
+    return out[metric.outputs[0]] if len(out) == 1 else out
 
 
 def _jackknife_bias(shift, delete: float, blocks: int):

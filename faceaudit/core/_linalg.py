@@ -161,6 +161,13 @@ def host_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def single_threaded():
+    """A context in which the host BLAS/LAPACK run on one thread: for results that must not
+    change in the last bit with the thread count (a threaded ``syevr`` splits its
+    reductions differently; the audit space is shared by every number of an audit)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def host_map(fn, items) -> list:
     """``[fn(a) for a in items]`` on one thread per core, each with a single-threaded BLAS
     (numpy and LAPACK release the GIL). Pays off for batches of mid-sized products (KID's
@@ -173,7 +180,7 @@ def host_map(fn, items) -> list:
         return [fn(a) for a in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    with single_threaded(), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
 
 

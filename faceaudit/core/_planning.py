@@ -142,7 +142,8 @@ def plan_mix(
         objective: ``"fd"`` (minimise the worst group's FD) or ``"verification"``
             (maximise the worst group's same-group verification accuracy).
         identity: real within/between identity variances (for ``"verification"``).
-        steps, learning_rate: Adam on the softmax logits.
+        steps: Adam steps on the softmax logits.
+        learning_rate: Adam's learning rate.
 
     Returns:
         :class:`PlanResult`.

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from faceaudit import core
+from faceaudit.files.io import progress_bar
 from faceaudit.tables.catalogue import ALL, DEFAULT_EMBEDDING_METRICS, EMBEDDING_METRICS, info
 _PRDC = core.metrics.PRDC_OUTPUTS
 
@@ -176,24 +177,27 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
             raise ValueError("distribution_rows: an audit space needs the mask of the reference rows it is measured on")
         data["audit"] = (space.project(reference[measured]), ref_groups[measured], space.project(generated))
     rows: list[dict] = []
-    for index, (name, metric, source) in enumerate(_evaluations(settings)):
+    evaluations = _evaluations(settings)
+    bar = progress_bar(range(len(evaluations)), "metrics")
+    for index, (name, metric, source) in enumerate(evaluations):
+        bar.set_postfix_str(f"{name} ({len(names)} groups{' + all' if overall and not metric.size_dependent else ''})")
         x, x_groups, y = data[source]
-        labelings = [(x_groups, gen_groups)]
-        if overall and not metric.size_dependent:
-            labelings.append((np.full(len(x), ALL), np.full(len(generated), ALL)))
         dim = space.dim if source == "audit" else reference.shape[1]
-        k = jax.random.fold_in(key, index)
-        for lx, ly in labelings:
-            options = dict(key=k, confidence=settings.confidence)
-            if metric.size_dependent:
-                options.update(subsamples=settings.subsamples,
-                               common_size=gen_common if source == "generated" else (ref_common, gen_common))
-            else:
-                options.update(interval=settings.interval, num_bootstrap=settings.bootstrap)
-            result = (core.by_group(metric, x, ly, **options) if source == "generated"
-                      else core.by_group(metric, x, lx, y, ly, **options))
+        options = dict(key=jax.random.fold_in(key, index), confidence=settings.confidence)
+        if metric.size_dependent:
+            options.update(subsamples=settings.subsamples,
+                           common_size=gen_common if source == "generated" else (ref_common, gen_common))
+        else:
+            options.update(interval=settings.interval, num_bootstrap=settings.bootstrap)
+        results_of_metric = [core.by_group(metric, x, gen_groups, **options) if source == "generated"
+                             else core.by_group(metric, x, x_groups, y, gen_groups, **options)]
+        if overall and not metric.size_dependent:
+            results_of_metric.append(core.pooled(metric, x, y, name=ALL, **options))
+        for result in results_of_metric:
             results = result if isinstance(result, dict) else {metric.outputs[0]: result}
             for out_name, est in results.items():
                 shown = "fd_audit" if source == "audit" else out_name
                 rows += _rows(est._replace(metric=shown), shown, dim, source == "generated")
+        bar.update()
+    bar.close()
     return rows

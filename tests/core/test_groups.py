@@ -133,6 +133,73 @@ def test_weightings_on_their_rows_equal_the_padded_evaluation(rng, key, metric, 
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=FLOAT64_REFERENCE, atol=1e-13)
 
 
+@pytest.mark.parametrize("metric, d, sizes", [
+    ("mmd2", 12, (40, 25, 30, 28)), ("cmmd", 12, (40, 25, 30, 28)),  # host block sums (n > d and n < d below)
+    ("mmd2", 60, (40, 25, 30, 28)), ("fd", 6, (40, 25, 30, 28)), ("fd_unbiased", 6, (40, 25, 30, 28)),
+    ("prdc", 8, (60, 25, 45, 30)), ("prdc", 8, (30, 30, 30, 30)),  # subsets + half-samples; equal sizes
+    ("vendi", 6, (40, 25, 0, 0)), ("vendi", 30, (40, 25, 0, 0)), ("vendi", 30, (80, 70, 0, 0)),  # dual, kernel, both
+])
+def test_host_paths_equal_the_compiled_evaluation(rng, key, metric, d, sizes):
+    """On CPU, MMD^2's jackknife comes from block sums of its kernels, FD's from block
+    moments (groups larger than d), and PRDC's and Vendi's
+    weightings are evaluated in numpy (one k-NN pass; Gram downdates): every number, the
+    estimate, standard error, degrees of freedom, interval and bias, equals the compiled
+    path's (``xla_only``), which evaluates each weighting from scratch."""
+    n_a, n_b, m_a, m_b = sizes
+    x, lx = rng.normal(size=(n_a + n_b, d)), np.array(["a"] * n_a + ["b"] * n_b)
+    y, ly = rng.normal(size=(m_a + m_b, d)) * 1.2 + 0.1, np.array(["a"] * m_a + ["b"] * m_b)
+    args = (x, lx) if metric == "vendi" else (x, lx, y, ly)
+    host = fc.by_group(metric, *args, key=key)
+    with fc.xla_only():
+        compiled = fc.by_group(metric, *args, key=key)
+    host, compiled = (r if isinstance(r, dict) else {metric: r} for r in (host, compiled))
+    for name in compiled:
+        scale = np.max(np.abs(compiled[name].estimate)) + 1.0
+        for field in ("estimate", "se", "df", "low", "high", "bias"):
+            # The jackknife bias is (mean replicate - estimate) (J - 1): its rounding is the
+            # estimate's, times J, whatever its own size.
+            atol = 20 * FLOAT64_REFERENCE * scale if field == "bias" else 1e-12
+            np.testing.assert_allclose(getattr(host[name], field), getattr(compiled[name], field),
+                                       rtol=FLOAT64_REFERENCE, atol=atol, err_msg=f"{name} {field}")
+
+
+def test_support_radius_when_the_sorted_list_runs_out(rng):
+    """A weighting whose support holds fewer than k + 1 of a row's listed neighbours falls
+    back to the whole row: the radius is still the k-th smallest supported distance."""
+    from faceaudit.core import _group_metrics as gm
+
+    x = rng.normal(size=(200, 3))
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    near = gm._sorted_neighbours(d2, k=3, smallest_support=200)  # lists of 16 rows
+    support = np.zeros(200, bool)
+    support[rng.choice(200, 20, replace=False)] = True  # 10%: most lists run out
+    rows = np.flatnonzero(support)
+    want = [np.partition(d2[i][support], 3)[3] for i in rows]
+    assert near.order.shape[1] < 200
+    np.testing.assert_array_equal(gm._support_radius(near, support, rows, 3), want)
+
+
+def test_pooled_parts_cover_the_population_mmd(key):
+    """Above ``max_rows`` the pooled MMD^2 is the mean over random parts: unbiased for the
+    population value, with an interval that covers it (Gaussian sets, closed-form truth
+    ``gaussian_mmd2``); at or below ``max_rows`` it is the all-pairs statistic itself."""
+    d, n, shift = 4, 300, 0.25
+    truth = float(fc.gaussian_mmd2(np.zeros(d), np.eye(d), np.full(d, shift), np.eye(d)))
+    worlds, covered, errors = 150, 0, []
+    for w in range(worlds):
+        r = np.random.default_rng(1000 + w)
+        x, y = r.normal(size=(n, d)), r.normal(size=(n, d)) + shift
+        est = fc.pooled("mmd2", x, y, key=jax.random.fold_in(key, w), max_rows=100)
+        covered += bool(est.low[0] <= truth <= est.high[0])
+        errors.append(float(est.estimate[0]) - truth)
+        if w == 0:
+            assert est.groups == ("all",) and int(est.n_x[0]) == n
+            whole = fc.pooled("mmd2", x, y, key=key, max_rows=n)
+            np.testing.assert_allclose(whole.estimate[0], float(fc.mmd2(x, y)), rtol=FLOAT64_REFERENCE)
+    assert abs(np.mean(errors)) <= monte_carlo(np.std(errors) / np.sqrt(worlds))
+    assert covered >= binomial_floor(worlds, 0.95)
+
+
 def test_size_dependent_metrics_refuse_unequal_own_sizes(audit, key):
     real, real_lab, fake, _ = audit
     lab = np.array(["a"] * 100 + ["b"] * 60)

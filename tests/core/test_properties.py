@@ -56,7 +56,8 @@ NOT_METRICS = {
     # building blocks, weighted forms and summaries tested in their own modules
     "frechet_distance_from_stats", "gaussian_stats", "gaussian_stats_init", "gaussian_stats_update", "gaussian_stats_merge",
     "fd_infinity", "mmd2_weighted", "vendi_score_weighted", "median_bandwidth", "by_group",
-    "values_by_group", "group_labels", "bca_interval", "percentile_interval", "verification_pairs",
+    "values_by_group", "pooled", "group_labels", "bca_interval", "percentile_interval",
+    "verification_pairs",
     "pair_scores", "roc_auc", "equal_error_rate", "tar_at_far", "verification_accuracy",
     "verification_summary", "xla_only",
     # intervals, contrasts and estimands, tested in test_groups.py and test_estimands.py
