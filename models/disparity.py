@@ -50,10 +50,18 @@ class Design:
 
 
 def _pooled(name: str, size: int, scale: float = 1.0):
-    """Zero-centred effects with a learned scale, non-centred for NUTS."""
+    """Zero-centred effects with a learned scale, their centredness learned too.
+
+    Neither fixed form suits every audit: the non-centred one (``sigma * z``) leaves a
+    funnel where the data pin the effects down (a simulated world's fit, seed 4, had 27
+    divergences and bulk ESS 386, and more at ``target_accept`` 0.95), the centred one
+    where they do not. ``LocScaleReparam(centered=None)`` learns the mix per effect during
+    warm-up (Gorinova et al. 2020)."""
+    from numpyro.infer.reparam import LocScaleReparam
+
     sigma = numpyro.sample(f"sigma_{name}", dist.HalfNormal(scale))
-    z = numpyro.sample(f"z_{name}", dist.Normal(0.0, 1.0).expand([size]).to_event(1))
-    return numpyro.deterministic(f"{name}_effect", sigma * z)
+    with numpyro.handlers.reparam(config={f"{name}_effect": LocScaleReparam(centered=None)}):
+        return numpyro.sample(f"{name}_effect", dist.Normal(0.0, sigma).expand([size]).to_event(1))
 
 
 def linear_predictor(design: Design):
