@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from faceaudit.files import io
+from faceaudit.tables.catalogue import CATALOGUE, info
+from tests import kill_hooks
 from tests.cli import run as _cli
 
 SMALL = """[simulate]
@@ -93,9 +96,17 @@ def test_audit_writes_every_stage_file_with_its_record(audited):
     assert "report:" in stdout and "1. " in stdout
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert {"mmd2", "fd_audit", "verification_same_group", "vendi", "coverage"} <= set(metrics.metric)
-    bounded = metrics[metrics.metric.isin(["coverage", "precision", "verification_same_group", "face_not_found"])]
-    assert bounded.low.min() >= 0 and bounded.high.max() <= 1
-    assert (metrics.low <= metrics.value).all() and (metrics.value <= metrics.high).all()  # intervals hold their estimate
+    # Each jackknife interval is the t interval of its row's estimate and standard error (an
+    # interval from other numbers, or at another confidence, would fail), unless its
+    # metric's range clipped it.
+    t_rows = metrics[(metrics.interval == "jackknife") & (metrics.se > 0)]
+    half = stats.t.ppf(0.5 + t_rows.confidence / 2, t_rows.df) * t_rows.se
+    bounds = np.array([info(m).bounds for m in t_rows.metric])
+    unclipped = (t_rows.value - half > bounds[:, 0]) & (t_rows.value + half < bounds[:, 1])
+    assert unclipped.sum() >= 0.5 * len(t_rows)
+    assert (t_rows.low[~unclipped] >= bounds[~unclipped.to_numpy(), 0]).all()
+    np.testing.assert_allclose(t_rows.low[unclipped], (t_rows.value - half)[unclipped], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(t_rows.high[unclipped], (t_rows.value + half)[unclipped], rtol=1e-9, atol=1e-12)
     # The explain stage sees the simulated skew (15% Asian, 85% White).
     shares = pd.read_parquet(out / "selection_summary.parquet").set_index("group")["share_mean"]
     assert shares.filter(like="Asian").sum() < shares.filter(like="White").sum()
@@ -189,44 +200,34 @@ def test_a_stop_at_every_stage_resumes_to_the_same_files(audited, tmp_path, monk
     assert_same_outputs(out, target)
 
 
-KILLER = """
-import os, signal
-from faceaudit.files import io
-
-_write = io.atomic_write
 
 
-def atomic_write(path, write):
-    _write(path, write)
-    if os.path.basename(str(path)) == os.environ.get("FACEAUDIT_TEST_KILL_AFTER"):
-        os.kill(os.getpid(), signal.SIGKILL)  # between two files of one stage
-
-
-io.atomic_write = atomic_write
-"""
-
-
-def test_a_sigkilled_stage_command_is_redone_to_the_same_files(audited, tmp_path):
-    """A real SIGKILL between two files of `faceaudit simulate`: no record and no temporary
-    file left, and the command run again writes the uninterrupted run's files. (The stop
-    test above covers every stage through the audit; this one the process boundary.)"""
+@pytest.mark.parametrize("when", ["after", "during"])
+def test_a_sigkilled_stage_command_is_redone_to_the_same_files(audited, tmp_path, when):
+    """A real SIGKILL of `faceaudit simulate` between two files (``after`` the first one's
+    rename) or inside a write (``during``: its bytes in the temporary file, not yet renamed):
+    no record and no half-written file; the command run again removes the dead writer's
+    temporary file and writes the uninterrupted run's files. (The stop test above covers
+    every stage through the audit; this one the process boundary.)"""
     root, out, _ = audited
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(KILLER)
     target = tmp_path / "killed"
+    first = FIRST_WRITE["simulate"]
     command = ["simulate", "--out", target, "--config", root / "small.toml"]
-    env = {**os.environ, "FACEAUDIT_TEST_KILL_AFTER": FIRST_WRITE["simulate"],
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
+    env = {**kill_hooks.install(tmp_path / "hook"), f"FACEAUDIT_TEST_KILL_{when.upper()}": first}
     killed = subprocess.run([sys.executable, "-m", "faceaudit", *map(str, command)], capture_output=True, text=True,
                             env=env)
     assert killed.returncode == -9, killed.stderr[-1500:]
-    assert (target / "embeddings" / "index.json").is_file()
     assert not (target / "stage-records" / "simulate.json").exists()
-    assert not [p for p in target.rglob("*") if p.name.endswith(".tmp")], "a temporary file was left behind"
+    temporaries = [p for p in target.rglob("*") if p.name.endswith(".tmp")]
+    if when == "after":
+        assert (target / "embeddings" / first).is_file() and not temporaries
+    else:
+        assert not (target / "embeddings" / first).exists()  # never a half-written file under its name
+        assert [p.name.startswith(f".{first}.") for p in temporaries] == [True]
     again = _cli(*command)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (target / "stage-records" / "simulate.json").is_file()
+    assert not [p for p in target.rglob("*") if p.name.endswith(".tmp")], "a dead writer's temporary file was kept"
     assert_same_outputs(out, target, ["manifest.parquet", "embeddings/index.json", "identity_spreads.json"])
 
 
@@ -363,3 +364,53 @@ def test_hostile_labels_and_file_names_are_shown_as_text_and_run_nothing(tmp_pat
     for label in (*hostile, "<b>gen</b>", '"><img src=x onerror=alert(2)>&'):
         assert label in seen["text"], label  # shown as the text it is
     assert not seen["escaped"]
+
+
+def test_the_reports_overview_shows_the_numbers_of_metrics_parquet(audited):
+    """Every cell of the report's overview (read back from the HTML) is the value and the
+    interval of its row in metrics.parquet, at the catalogue's display scale."""
+    from html.parser import HTMLParser
+
+    _, out, _ = audited
+
+    class Overview(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.inside, self.headers, self.rows, self.cell = False, [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "table" and attrs.get("class") == "overview":
+                self.inside = True
+            elif self.inside and tag == "tr":
+                self.rows.append([])
+            elif self.inside and tag in ("td", "th"):
+                self.cell = {"sort": attrs.get("data-value"), "text": ""}
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.inside = False
+            elif self.inside and tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell["text"] += data
+
+    parser = Overview()
+    parser.feed((out / "report.html").read_text())
+    header, *body = parser.rows
+    by_label = {f"{info(m).shown_label} {info(m).arrow}": m for m in CATALOGUE}
+    columns = [by_label[c["text"]] for c in header[1:]]
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    metrics = metrics[metrics.edit == ""].set_index(["group", "metric"])
+    groups = set(metrics.index.get_level_values("group")) - {"all"}
+    assert {"mmd2", "fd_audit", "vendi"} <= set(columns) and {row[0]["text"] for row in body} == groups
+    for row in body:
+        group = row[0]["text"]
+        for name, cell in zip(columns, row[1:]):
+            want, scale = metrics.loc[(group, name)], info(name).scale
+            assert float(cell["sort"]) == pytest.approx(want.value * scale, rel=1e-12), (group, name)
+            shown = f"{want.value * scale:.3g}"
+            assert cell["text"].startswith(shown) and f"[{want.low * scale:.3g}, {want.high * scale:.3g}]" in cell["text"]

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import faceaudit.core as fc
 from faceaudit.cli import app
+from faceaudit.core import _groups
 
 runner = CliRunner()
 
@@ -148,15 +149,29 @@ def test_broken_stage_files_are_named_with_what_to_do(tmp_path, rng):
     assert result.exit_code == 2 and "metrics.parquet" in result.output
 
 
-def test_bootstrap_intervals_need_replicates_and_memory_stays_bounded(rng, key):
+def test_bootstrap_intervals_need_replicates_and_memory_stays_bounded(rng, key, monkeypatch):
     x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3))
     with pytest.raises(ValueError, match="needs num_bootstrap >= 20"):
         fc.by_group("fd", x, np.zeros(40), y, np.zeros(40), key=key, interval="basic", num_bootstrap=1)
     with pytest.raises(ValueError, match="at most"):
         fc.by_group("fd", x, np.zeros(40), y, np.zeros(40), key=key, interval="basic", num_bootstrap=10**8)
-    # Replicates are drawn and evaluated in chunks: 20,000 of them on a small group is fine.
-    many = fc.by_group("mmd2", x, np.zeros(40), y, np.zeros(40), key=key, interval="percentile", num_bootstrap=20_000)
-    assert many.replicates.shape == (1, 20_000) and np.isfinite(many.replicates).all()
+    # Replicates are drawn and evaluated in chunks: the compiled program's working memory
+    # (XLA's own accounting) is the same for 2,000 and 20,000 of them, and far below the
+    # 128 MB that 20,000 replicates' count vectors on 400 + 400 rows would take at once.
+    working = {}
+    evaluate = _groups._evaluate
+
+    def measured(*args, **static):
+        working[static["num_bootstrap"]] = evaluate.lower(*args, **static).compile().memory_analysis().temp_size_in_bytes
+        return evaluate(*args, **static)
+
+    monkeypatch.setattr(_groups, "_evaluate", measured)
+    x, y = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    for count in (2_000, 20_000):
+        many = fc.by_group("mmd2", x, np.zeros(400), y, np.zeros(400), key=key, interval="percentile",
+                           num_bootstrap=count)
+        assert many.replicates.shape == (1, count) and np.isfinite(many.replicates).all()
+    assert working[20_000] < 1.1 * working[2_000] and working[20_000] < 32e6, working
 
 
 def test_single_chain_fits_say_rhat_cannot_check_convergence(tmp_path, rng):

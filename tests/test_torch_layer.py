@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from faceaudit.files.images import load_rgb
 from faceaudit.files.manifest import content_hash, read_manifest
 from faceaudit.files.spec import EXAMPLE, SpecError, load_spec
 from faceaudit.files.store import EmbeddingStore, encoder_key, read_index
+from tests import kill_hooks
 from tests.cli import run as _cli
 from tests.tiny_models import tiny_stable_diffusion
 
@@ -195,15 +195,12 @@ def test_batched_images_match_one_at_a_time_renders(generated, one_at_a_time, ti
 def test_killed_generation_resumes_without_loss_or_duplicates(one_at_a_time, tiny_model, tmp_path):
     spec = _spec(tmp_path, tiny_model, batch=1)
     target = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "faceaudit", "generate", str(spec), "--out", str(target)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list((target / "generate-parts").glob("*.parquet"))) < 2:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    parts = len(list((target / "generate-parts").glob("*.parquet")))
-    assert 2 <= parts < 6, "the kill should land mid-run"
+    env = {**kill_hooks.install(tmp_path / "hook"), "JAX_PLATFORMS": "cpu",
+           "FACEAUDIT_TEST_KILL_AT_PARTS": f"generate-parts:2:{tmp_path / 'killed-once'}"}
+    killed = subprocess.run([sys.executable, "-m", "faceaudit", "generate", str(spec), "--out", str(target)],
+                            capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(list((target / "generate-parts").glob("*.parquet"))) == 2  # killed right after the second part
     assert not (target / "manifest.parquet").exists()
     assert _cli("generate", str(spec), "--out", str(target)).returncode == 0
     resumed, _ = read_manifest(target / "manifest.parquet")
@@ -445,3 +442,66 @@ def test_an_image_audit_report_shows_edits_farthest_faces_and_faceless_images(ti
     assert result.returncode == 0 and shot.stat().st_size > 20_000, result.stderr[-2000:]
     if os.environ.get("FACEAUDIT_DOCS"):  # refresh the README's screenshot
         shutil.copy(shot, os.environ["FACEAUDIT_DOCS"])
+
+
+def test_clip_text_embeddings_equal_the_papers_computation(generated, tmp_path):
+    """The stored text embedding of every prompt equals CLIP's text tower computed here
+    step by step (Radford et al. 2021): ids from Hugging Face's CLIP tokenizer built from
+    open_clip's own BPE file, token + position embeddings, the causal transformer, the
+    final layer norm, the features at the end-of-text token, the projection."""
+    import open_clip
+    import torch
+    from transformers import CLIPTokenizer
+
+    from faceaudit.files.folder import AuditFolder
+    from faceaudit.files.store import text_key
+    from tests.tiny_models import clip_tokenizer_files
+
+    tmp, out = generated
+    assert _cli("embed", str(tmp / "spec.toml"), "--out", str(out)).returncode == 0  # a no-op after the embed test
+    folder = AuditFolder(out)
+    prompts = sorted(set(folder.manifest.prompt))
+    stored = folder.text_store().load([text_key(p) for p in prompts])["embedding"].values
+    vocab, merges = clip_tokenizer_files(tmp_path)
+    tokenizer = CLIPTokenizer(str(vocab), str(merges))
+    ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    torch.manual_seed(0)  # the random weights the encoder builds (ClipEncoder)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    with torch.no_grad():
+        x = model.token_embedding(ids) + model.positional_embedding
+        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+        eot = ids.argmax(dim=-1)  # the end-of-text id is the largest in CLIP's vocabulary
+        want = (x[torch.arange(len(prompts)), eot] @ model.text_projection).numpy()
+    assert len(prompts) >= 2 and not np.allclose(want[0], want[1])  # distinct prompts, distinct features
+    np.testing.assert_allclose(stored, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_sega_edit_changes_the_image_and_a_zero_edit_scale_does_not(generated):
+    """SEGA is applied through the edit call: with the edit acting from the first step on
+    every latent dimension, the edited image differs from its source by far more than batch
+    rounding, while the same call with the edit's guidance scale at 0 renders the source
+    itself (the difference is the edit's, not the edit call's). The audit spec's own tiny
+    edit (2 steps, warm-up 1, threshold 0.95) moves a random-weight image by ~0.002 levels."""
+    import dataclasses
+
+    from faceaudit.files.spec import load_spec
+    from faceaudit.torch_layer.generate import load_pipeline, render_batch
+
+    tmp, out = generated
+    spec = load_spec(tmp / "spec.toml").generators[0]
+    generator = dataclasses.replace(spec, steps=4, edit_warmup=0, edit_threshold=0.0, edit_guidance=20.0)
+    manifest, _ = read_manifest(out / "manifest.parquet")
+    edit = manifest[manifest.edit != ""].iloc[0]
+    job = {"prompt": edit.prompt, "seed": int(edit.seed), "edit_phrase": edit.edit_phrase}
+    pipe = load_pipeline(generator)
+
+    def render(settings, phrase):
+        return np.asarray(render_batch(pipe, settings, [{**job, "edit_phrase": phrase}])[0], dtype=int)
+
+    source = render(generator, "")
+    edited = render(generator, edit.edit_phrase)
+    unscaled = render(dataclasses.replace(generator, edit_guidance=0.0), edit.edit_phrase)
+    assert np.abs(unscaled - source).max() <= BATCH_ROUNDING_LEVELS
+    # Measured: 60% of the pixel values move by more than rounding, by up to 16 levels.
+    moved = np.abs(edited - source)
+    assert (moved > BATCH_ROUNDING_LEVELS).mean() > 0.3 and moved.max() > 10 * BATCH_ROUNDING_LEVELS

@@ -77,6 +77,11 @@ def folder_lock(folder: str | Path):
             json.dump(me, f)
         break
     _held[folder] = 1
+    # A process killed inside an atomic write leaves its temporary file (``io.atomic_write``:
+    # ``.NAME.XXXX.tmp``; nothing runs on SIGKILL). Only the lock holder writes here, so any
+    # such file now is a dead writer's: remove it.
+    for stale in folder.rglob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     try:
         yield
     finally:
