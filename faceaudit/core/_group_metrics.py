@@ -339,21 +339,24 @@ class PRDC:
         sx, sy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
         dxy = _host_sq_dist(x, sx, y, sy)
         (full_x, jack_x), (full_y, jack_y) = (tuple(np.asarray(m, bool) for m in masks) for masks in (masks_x, masks_y))
-        near_x = _sorted_neighbours(_host_sq_dist(x, sx, x, sx), self.k, min(full_x.sum(1).min(), jack_x.sum(2).min()))
-        near_y = _sorted_neighbours(_host_sq_dist(y, sy, y, sy), self.k, min(full_y.sum(1).min(), jack_y.sum(2).min()))
+        near_x = _sorted_neighbours(x, sx, self.k, min(full_x.sum(1).min(), jack_x.sum(2).min()))
+        near_y = _sorted_neighbours(y, sy, self.k, min(full_y.sum(1).min(), jack_y.sum(2).min()))
 
         def one(pair):
             px, py = pair
             rows, cols = np.flatnonzero(px), np.flatnonzero(py)
             r2x, r2y = _support_radius(near_x, px, rows, self.k), _support_radius(near_y, py, cols, self.k)
-            d = dxy[np.ix_(rows, cols)]
-            in_real = d < r2x[:, None]  # supported real rows' balls, supported fake columns
-            values = {
-                "precision": in_real.any(axis=0).mean(),
-                "recall": (d < r2y[None, :]).any(axis=1).mean(),
-                "density": in_real.sum() / (self.k * cols.size),
-                "coverage": (d.min(axis=1) < r2x).mean(),
-            }
+            in_some_ball, in_balls, recalled, covered = np.zeros(cols.size, bool), 0, 0, 0
+            for c0 in range(0, rows.size, NEIGHBOUR_CHUNK):  # a chunk of real rows at a time
+                d = dxy[np.ix_(rows[c0:c0 + NEIGHBOUR_CHUNK], cols)]
+                radius = r2x[c0:c0 + NEIGHBOUR_CHUNK]
+                inside = d < radius[:, None]  # supported real rows' balls, supported fake columns
+                in_some_ball |= inside.any(axis=0)
+                in_balls += int(inside.sum())
+                recalled += int((d < r2y[None, :]).any(axis=1).sum())
+                covered += int((d.min(axis=1) < radius).sum())
+            values = {"precision": in_some_ball.mean(), "recall": recalled / rows.size,
+                      "density": in_balls / (self.k * cols.size), "coverage": covered / rows.size}
             return [values[w] for w in self.which]
 
         r, j_x, j_y = full_x.shape[0], jack_x.shape[0], jack_y.shape[0]
@@ -382,24 +385,31 @@ def _host_sq_dist(a, sq_a, b, sq_b):
 class _Neighbours(NamedTuple):
     order: np.ndarray  # (n, L) each row's nearest rows, nearest first (itself among them)
     dist: np.ndarray  # (n, L) their squared distances
-    full: np.ndarray  # (n, n) every squared distance, for rows whose list runs out
+    x: np.ndarray  # the rows and their squared norms, for a row whose list runs out
+    sq: np.ndarray
 
 
-def _sorted_neighbours(d2, k: int, smallest_support: int) -> _Neighbours:
+# Rows sorted at a time: the partial sort's index temporaries stay O(chunk x n), not the
+# n x n int64 (800 MB at n = 10,000) of one call.
+NEIGHBOUR_CHUNK = 1024
+
+
+def _sorted_neighbours(x, sq, k: int, smallest_support: int) -> _Neighbours:
     """Each row's ``L`` nearest rows in order, ``L`` sized so that a support of
     ``smallest_support`` of the ``n`` rows is expected to hold ``k + 1`` of them thrice
-    over (fewer is caught and done exactly in ``_support_radius``)."""
-    n = d2.shape[0]
+    over (fewer is caught and done exactly in ``_support_radius``). The distances are
+    computed a chunk of rows at a time and only the lists kept."""
+    n = x.shape[0]
     length = int(min(n, max(4 * (k + 1), np.ceil(3 * (k + 1) * n / max(smallest_support, 1)) + 16)))
-    if length < n:
-        order = np.argpartition(d2, length - 1, axis=1)[:, :length]
-        dist = np.take_along_axis(d2, order, axis=1)
-        within = np.argsort(dist, axis=1, kind="stable")
-        order, dist = np.take_along_axis(order, within, axis=1), np.take_along_axis(dist, within, axis=1)
-    else:
-        order = np.argsort(d2, axis=1, kind="stable")
-        dist = np.take_along_axis(d2, order, axis=1)
-    return _Neighbours(order, dist, d2)
+    order, dist = np.empty((n, length), dtype=np.int64), np.empty((n, length))
+    for r0 in range(0, n, NEIGHBOUR_CHUNK):
+        d2 = _host_sq_dist(x[r0:r0 + NEIGHBOUR_CHUNK], sq[r0:r0 + NEIGHBOUR_CHUNK], x, sq)
+        part = np.argpartition(d2, length - 1, axis=1)[:, :length] if length < n else np.argsort(d2, axis=1)
+        near = np.take_along_axis(d2, part, axis=1)
+        within = np.argsort(near, axis=1, kind="stable")
+        order[r0:r0 + len(d2)] = np.take_along_axis(part, within, axis=1)
+        dist[r0:r0 + len(d2)] = np.take_along_axis(near, within, axis=1)
+    return _Neighbours(order, dist, x, sq)
 
 
 def _support_radius(near: _Neighbours, support, rows, k: int):
@@ -410,7 +420,8 @@ def _support_radius(near: _Neighbours, support, rows, k: int):
     position = np.argmax(counted > k, axis=1)
     radius = near.dist[rows, position]
     for i in np.flatnonzero(~found):  # the sorted list ran out: the whole row, exactly
-        radius[i] = np.partition(near.full[rows[i]][support], k)[k]
+        row = _host_sq_dist(near.x[rows[i]][None], near.sq[rows[i]][None], near.x[support], near.sq[support])[0]
+        radius[i] = np.partition(row, k)[k]
     return radius
 
 

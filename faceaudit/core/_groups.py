@@ -376,14 +376,14 @@ def by_group(
                              f"memory), got {num_bootstrap:,}")
     two_sample = metric.two_sample
     min_group_size = max(min_group_size, metric.min_rows())
-    x = np.asarray(_validate.features(x, "x"), dtype=np.float64)
+    x = np.asarray(_validate.features(x, "x", as_jax=False), dtype=np.float64)
     lx = group_labels(x_groups, "x_groups")
     if lx.shape[0] != x.shape[0]:
         raise ValueError(f"x_groups has {lx.shape[0]} labels but x has {x.shape[0]} rows")
     if two_sample:
         if y is None or y_groups is None:
             raise ValueError(f"{'/'.join(metric.outputs)} compares two sets: pass y and y_groups")
-        y = np.asarray(_validate.features(y, "y"), dtype=np.float64)
+        y = np.asarray(_validate.features(y, "y", as_jax=False), dtype=np.float64)
         if y.shape[1] != x.shape[1]:
             raise ValueError(f"x has {x.shape[1]} feature columns but y has {y.shape[1]}")
         ly = group_labels(y_groups, "y_groups")
