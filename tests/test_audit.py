@@ -414,3 +414,36 @@ def test_the_reports_overview_shows_the_numbers_of_metrics_parquet(audited):
             assert float(cell["sort"]) == pytest.approx(want.value * scale, rel=1e-12), (group, name)
             shown = f"{want.value * scale:.3g}"
             assert cell["text"].startswith(shown) and f"[{want.low * scale:.3g}, {want.high * scale:.3g}]" in cell["text"]
+
+
+def test_a_registered_metric_reaches_the_cli_table_metrics_parquet_and_the_report(audited, tmp_path):
+    """``cmmd_median`` (the Gaussian-kernel MMD^2 at the median distance of the audit's rows)
+    is one entry of ``core.metrics.REGISTRY`` with its catalogue entry on ``MMD2``: asked
+    for, it is in ``faceaudit metrics``' table, in ``metrics.parquet`` and in the report, with
+    one bandwidth for every group (its median over all rows, checked here)."""
+    root, out, _ = audited
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    audit = _cli("audit", "--out", str(copy), "--simulate-config", str(root / "small.toml"), *DRAWS,
+                 "--metrics", "mmd2,fd_audit,cmmd_median")
+    assert audit.returncode == 0, audit.stderr[-2000:]
+    metrics = pd.read_parquet(copy / "metrics.parquet")
+    rows = metrics[metrics.metric == "cmmd_median"]
+    assert len(rows) >= 4 and np.isfinite(rows.value).all() and (rows.low < rows.high).all()
+    assert info("cmmd_median").label in (copy / "report.html").read_text()
+
+    import faceaudit.core as fc
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 6)), rng.normal(size=(120, 6)) + 0.3
+    labels = np.repeat(["a", "b"], 60)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    (tmp_path / "g.txt").write_text("\n".join(labels))
+    shown = _cli("metrics", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--groups-real", str(tmp_path / "g.txt"),
+                 "--groups-fake", str(tmp_path / "g.txt"), "--metrics", "cmmd_median", "--json", str(tmp_path / "m.json"))
+    assert shown.returncode == 0 and "cmmd_median" in shown.stdout, shown.stderr[-2000:]
+    by_group = {r["group"]: r["value"] for r in json.loads((tmp_path / "m.json").read_text())["rows"]}
+    sigma = fc.median_bandwidth(x, y)
+    direct = 1000 * float(fc.mmd2(x[labels == "a"], y[labels == "a"], kernel="gaussian", bandwidth=sigma))
+    assert by_group["a"] == pytest.approx(direct, rel=1e-10)

@@ -82,3 +82,23 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
 
 def bold(text: str) -> Text:
     return Text(text, style="bold")
+
+
+METRICS_HELP = ("Comma-separated distribution metrics (default: those that rank groups fairly; `--metrics list` "
+                "prints every metric and what it estimates).")
+
+
+def metric_names(text: str | None) -> tuple[str, ...] | None:
+    """``--metrics``: the names asked for, None for the default set; ``list`` prints the
+    catalogue's distribution and diversity metrics (name, default or not, estimand) and exits.
+    (Read here, not in the option's default, so ``--help`` imports no numerics.)"""
+    if text is None:
+        return None
+    if text.strip() == "list":
+        from faceaudit.tables import catalogue
+
+        rows = [[name, "yes" if catalogue.info(name).default else "", catalogue.info(name).shown_label,
+                 catalogue.info(name).estimand] for name in catalogue.EMBEDDING_METRICS]
+        console.print(table("distribution and diversity metrics", ["name", "default", "what", "interval of"], rows))
+        raise typer.Exit(0)
+    return tuple(m.strip() for m in text.split(",") if m.strip())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import app, bold, console, failing, warn
+from faceaudit.cli.app import METRICS_HELP, app, bold, console, failing, metric_names, warn
 from faceaudit.cli.stages import RayAddress, RayWorkers
 from faceaudit.stages import FIT_DRAWS
 
@@ -27,7 +27,7 @@ def audit(
     chains: Annotated[int, typer.Option(help="Chains per posterior fit.")] = 2,
     interval: Annotated[str, typer.Option(help="Interval of the distribution metrics: jackknife (default) or basic/percentile/bca.")] = "jackknife",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates (bootstrap intervals only).")] = 0,
-    metric_list: Annotated[str | None, typer.Option("--metrics", help="Comma-separated distribution metrics (default: those that rank groups fairly; add fd,fd_unbiased for comparison with the literature).")] = None,
+    metric_list: Annotated[str | None, typer.Option("--metrics", help=METRICS_HELP)] = None,
     force: Annotated[list[str] | None, typer.Option("--force", help="Redo this stage (repeat for more; 'all' for every one).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the inputs, say which stages would run and why, run nothing.")] = False,
     ray: RayAddress = None,
@@ -49,8 +49,7 @@ def audit(
                                           training_size=training_size, plan_budget=plan_budget, interval=interval,
                                           bootstrap=bootstrap, clip=clip, ray=ray, ray_workers=ray_workers,
                                           allow_outside_images=allow_outside_images,
-                                          metrics=tuple(m.strip() for m in metric_list.split(",") if m.strip())
-                                          if metric_list else None)
+                                          metrics=metric_names(metric_list))
         for note in settings.no_effect():
             warn(note)
         if dry_run:

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import app, console, failing, table, warn
+from faceaudit.cli.app import METRICS_HELP, app, console, failing, metric_names, table, warn
 from faceaudit.tables import catalogue
-from faceaudit.tables.catalogue import ALL, DEFAULT_EMBEDDING_METRICS, EMBEDDING_METRICS
+from faceaudit.tables.catalogue import ALL
 
 
 def _cell(row: dict, scale: float) -> str:
@@ -63,7 +63,7 @@ def metrics(
     fake: Annotated[Path, typer.Argument(help="Generated embeddings, an (m, d) .npy array.")],
     groups_real: Annotated[Path | None, typer.Option(help="Group label per real row (.npy, or text with one label per line).")] = None,
     groups_fake: Annotated[Path | None, typer.Option(help="Group label per generated row.")] = None,
-    metric_list: Annotated[str, typer.Option("--metrics", help=f"Comma-separated subset of: {', '.join(EMBEDDING_METRICS)}.")] = ",".join(DEFAULT_EMBEDDING_METRICS),
+    metric_list: Annotated[str | None, typer.Option("--metrics", help=METRICS_HELP)] = None,
     interval: Annotated[str, typer.Option(help="jackknife (default; no resampling duplicates), or the bootstrap's basic, percentile, bca.")] = "jackknife",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates (bootstrap intervals only; at least 20).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed for subsets and resampling.")] = 0,
@@ -88,8 +88,9 @@ def metrics(
     from faceaudit.files.io import check_output_file, write_json
     from faceaudit.tables.metrics import DistributionSettings, distribution_rows
 
+    asked = metric_names(metric_list)
     with failing():
-        settings = DistributionSettings(metrics=tuple(m.strip() for m in metric_list.split(",") if m.strip()),
+        settings = DistributionSettings(**({"metrics": asked} if asked is not None else {}),
                                         confidence=confidence, k=k, interval=interval, bootstrap=bootstrap)
         check_output_file(json_out, "--json")
         if bootstrap and interval == "jackknife":

@@ -10,19 +10,14 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import app, bold, console, failing, table, warn
+from faceaudit.cli.app import METRICS_HELP, app, bold, console, failing, metric_names, table, warn
 from faceaudit.stages import FIT_DRAWS
-from faceaudit.tables.catalogue import DEFAULT_EMBEDDING_METRICS
 
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
 RayAddress = Annotated[str | None, typer.Option(
     "--ray", metavar="ADDRESS", help="Shard the work over Ray actors: 'local' starts Ray here, 'auto' or "
     "ray://head:10001 joins a cluster (default: the spec's [ray]; needs faceaudit[ray]).")]
 RayWorkers = Annotated[int | None, typer.Option("--ray-workers", help="Ray actors, one model each (default: the spec's [ray].workers).")]
-
-
-def _metric_names(text: str) -> tuple[str, ...]:
-    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 def _run(folder: Path, module, settings):
@@ -120,7 +115,7 @@ def measure(
     seed: Annotated[int, typer.Option(help="Seed of subsets and resampling.")] = 0,
     interval: Annotated[str, typer.Option(help="jackknife (default), or the bootstrap's basic, percentile, bca (size-independent metrics).")] = "jackknife",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates, for bootstrap intervals only.")] = 0,
-    metric_list: Annotated[str, typer.Option("--metrics", help="Comma-separated distribution metrics (default: those that rank groups fairly; add fd,fd_unbiased for comparison with the literature).")] = ",".join(DEFAULT_EMBEDDING_METRICS),
+    metric_list: Annotated[str | None, typer.Option("--metrics", help=METRICS_HELP)] = None,
 ) -> None:
     """Every per-group metric of an audit folder into metrics.parquet: distribution shift to
     the reference (KID, FD in the audit space, precision/recall/density/coverage at a common
@@ -132,8 +127,9 @@ def measure(
     from faceaudit.tables.metrics import DistributionSettings
 
     with failing():
-        settings = stage.Settings(seed, DistributionSettings(metrics=_metric_names(metric_list), interval=interval,
-                                                             bootstrap=bootstrap))
+        asked = metric_names(metric_list)
+        settings = stage.Settings(seed, DistributionSettings(**({"metrics": asked} if asked is not None else {}),
+                                                             interval=interval, bootstrap=bootstrap))
         result = _run(audit, stage, settings)
     console.print(f"{result.summary['rows']} rows -> {audit / 'metrics.parquet'} (audit space: "
                   f"{result.summary['audit_space_dim']} dimensions, {100 * result.summary['audit_space_explained']:.0f}% "

@@ -24,12 +24,14 @@ are then compared at a common size (``by_group(common_size=...)``), never at the
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
 from . import _frechet, _linalg, _mmd, _prdc, _vendi
+from faceaudit.metric_info import COMMON_SIZE, PROPORTION, MetricInfo
 
 
 def _fd_both_from_grams(gxx, gyy, gxy, wx, wy, plugin: bool = False):
@@ -75,11 +77,57 @@ def _fd_both_from_stats(x, wx, y, wy, plugin: bool = False):
     return _frechet._fd_both_from_stats(a, b, not plugin)
 
 
+class Reported:
+    """What every metric object says about its outputs, with the defaults of most metrics.
+
+    ``INFO`` holds the catalogue entry of each output (``_metric_info.MetricInfo``);
+    ``source`` is the data it reads in an audit (``"embedding"``, ``"generated"`` for a
+    one-sample metric, ``"audit"`` for the audit space's projections). ``with_settings``
+    takes the audit's options (PRDC's ``k``), ``select`` keeps some outputs, ``bind`` fixes
+    what depends on all rows of an audit (a median bandwidth) so that every group gets the
+    same metric. Adding a metric to ``faceaudit metrics``, the measure stage and the report
+    is a class with these plus a line in ``REGISTRY``.
+    """
+
+    INFO: ClassVar[dict[str, MetricInfo]] = {}
+    source: ClassVar[str] = "embedding"
+
+    def infos(self) -> tuple[MetricInfo, ...]:
+        return tuple(self.INFO[o] for o in self.outputs)
+
+    def min_group_size(self, reference: bool) -> int:
+        """Rows every group needs in the reference (``reference=True``) or generated set:
+        a jackknife replicate that deletes a share ``f`` keeps ``min_rows`` rows."""
+        return max(2, math.ceil(self.min_rows() / (1.0 - self.jackknife_delete)))
+
+    def warning(self, output: str, estimates, i: int, dim: int) -> str:
+        """Why group ``i``'s number should not be read at face value ("" when it can)."""
+        return ""
+
+    def check_rows(self, x, name: str, row_numbers) -> None:
+        """Refuse one group's rows that the metric cannot score (naming ``row_numbers``)."""
+
+    def with_settings(self, settings):
+        return self
+
+    def select(self, outputs: tuple[str, ...]):
+        return self
+
+    def bind(self, reference, generated):
+        return self
+
+
+def _bias_note(estimates, i: int) -> str:
+    half = (estimates.high[i] - estimates.low[i]) / 2
+    bias = estimates.bias[i]
+    return f"jackknife bias {bias:.3g} exceeds half the interval" if math.isfinite(bias) and abs(bias) > half else ""
+
+
 FD_OUTPUTS = ("fd", "fd_unbiased")
 
 
 @dataclasses.dataclass(frozen=True)
-class FD:
+class FD(Reported):
     """Frechet distance, raw (``"fd"``) and with the first-order finite-sample bias removed
     (``"fd_unbiased"``), from one spectral step.
 
@@ -87,6 +135,17 @@ class FD:
     after which a weighting costs an ``n x n`` singular value problem, independent of ``d``.
     """
 
+    INFO: ClassVar[dict[str, MetricInfo]] = {
+        "fd_unbiased": MetricInfo(
+            "fd_unbiased", "FD, first-order bias-corrected", False, "distribution",
+            "the full-space FD between the group's two distributions",
+            "biased where n < 10 d (the correction is first-order): ranks groups only when every group is large",
+            rankable=False),
+        "fd": MetricInfo(
+            "fd", "FD, raw", False, "distribution",
+            "the expected raw FD at the group's own sizes (includes the finite-sample bias)",
+            "biased: grows as 1/n; for comparison with the literature only, not across groups", rankable=False),
+    }
     which: tuple[str, ...] = ("fd",)
     two_sample: ClassVar[bool] = True
     size_dependent: ClassVar[bool] = False
@@ -107,6 +166,17 @@ class FD:
         if max(x.shape[0], y.shape[0]) <= x.shape[1]:
             return ("gram", x @ x.T, y @ y.T, x @ y.T)
         return ("stats", x, y)
+
+    def select(self, outputs):
+        return dataclasses.replace(self, which=tuple(o for o in self.which if o in outputs))
+
+    def warning(self, output, estimates, i, dim):
+        if output == "fd":
+            return "biased: grows as 1/n; not comparable across groups"
+        n = int(min(estimates.n_x[i], estimates.n_y[i]))
+        notes = [f"n = {n} < 10 d = {10 * dim}: the first-order correction is out of range" if n < 10 * dim else "",
+                 _bias_note(estimates, i)]
+        return "; ".join(note for note in notes if note)
 
     def uses_host_jackknife(self, largest: int, d: int) -> bool:
         return largest > d  # smaller groups go through n x n Grams (``prepare``)
@@ -150,23 +220,79 @@ class FD:
 
 
 @dataclasses.dataclass(frozen=True)
-class MMD2:
-    """Unbiased MMD^2 (the U-statistic): ``kernel="cubic"`` is KID's kernel, ``"gaussian"``
-    with ``bandwidth`` is CMMD's (reported x1000 as ``cmmd``). Unbiased at every ``n``."""
+class AuditFD(FD):
+    """The bias-corrected FD in the audit space (``fd_audit``): measured on the projections
+    of an audit's reference and generated rows onto the top principal directions of a
+    held-out half of the reference (``tables.metrics.audit_space``), with at least
+    ``ratio`` rows per dimension in every group, where the first-order correction holds."""
 
-    kernel: str = "cubic"
-    bandwidth: float = 10.0
-    two_sample: ClassVar[bool] = True
-    size_dependent: ClassVar[bool] = False
-    unbiased: ClassVar[bool] = True  # at every size: a random part of the rows estimates the same value
-
-    def uses_host_jackknife(self, largest: int, d: int) -> bool:
-        return True
-    jackknife_delete: ClassVar[float] = 0.0
+    INFO: ClassVar[dict[str, MetricInfo]] = {"fd_audit": MetricInfo(
+        "fd_audit", "FD in the audit space", False, "distribution",
+        "the FD between the group's two distributions projected on the audit space "
+        "(top principal directions of a held-out half of the reference faces, measured on the other "
+        "half; k with every group >= 10 k)",
+        "bias-corrected where the correction holds (n >= 10 k); residual bias small against the interval",
+        default=True)}
+    which: tuple[str, ...] = ("fd_unbiased",)
+    ratio: int = 10
+    source: ClassVar[str] = "audit"
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return ("mmd2",) if self.kernel == "cubic" else ("cmmd",)
+        return ("fd_audit",)
+
+    def with_settings(self, settings):
+        return dataclasses.replace(self, ratio=settings.audit_ratio)
+
+    def select(self, outputs):
+        return self
+
+    def min_group_size(self, reference: bool) -> int:
+        # k >= 1 audit dimension; half of the reference rows estimate the space instead
+        return 2 * self.ratio if reference else self.ratio
+
+    def warning(self, output, estimates, i, dim):
+        return _bias_note(estimates, i)
+
+
+@dataclasses.dataclass(frozen=True)
+class MMD2(Reported):
+    """Unbiased MMD^2 (the U-statistic): ``kernel="cubic"`` is KID's kernel, ``"gaussian"``
+    with ``bandwidth`` is CMMD's (reported x1000). ``bandwidth="median"`` takes the median
+    distance between all rows of an audit (``bind``), one bandwidth for every group.
+    Unbiased at every ``n``. ``name`` is the output's name (default: ``mmd2``/``cmmd``)."""
+
+    INFO: ClassVar[dict[str, MetricInfo]] = {
+        "mmd2": MetricInfo("mmd2", "KID: MMD^2, cubic kernel", False, "distribution",
+                           "the population MMD^2 between the group's generated and reference distributions",
+                           "unbiased at every size (U-statistic)", scale=1e3, default=True),
+        "cmmd": MetricInfo("cmmd", "CMMD: MMD^2, Gaussian kernel", False, "distribution",
+                           "the population MMD^2 (Gaussian kernel, sigma = 10, x1000 as CMMD reports it)",
+                           "unbiased at every size"),
+        "cmmd_median": MetricInfo(
+            "cmmd_median", "MMD^2, Gaussian kernel, median bandwidth", False, "distribution",
+            "the population MMD^2 with a Gaussian kernel whose sigma is the median distance between the audit's "
+            "reference and generated rows (x1000)", "unbiased at every size; one bandwidth for every group"),
+    }
+    kernel: str = "cubic"
+    bandwidth: float | str = 10.0
+    name: str = ""
+    two_sample: ClassVar[bool] = True
+    size_dependent: ClassVar[bool] = False
+    unbiased: ClassVar[bool] = True  # at every size: a random part of the rows estimates the same value
+    jackknife_delete: ClassVar[float] = 0.0
+
+    def uses_host_jackknife(self, largest: int, d: int) -> bool:
+        return True
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.name or ("mmd2" if self.kernel == "cubic" else "cmmd"),)
+
+    def bind(self, reference, generated):
+        if self.bandwidth != "median":
+            return self
+        return dataclasses.replace(self, bandwidth=_mmd.median_bandwidth(reference, generated))
 
     def min_rows(self) -> int:
         return 2
@@ -201,13 +327,18 @@ class MMD2:
 
 
 @dataclasses.dataclass(frozen=True)
-class Vendi:
+class Vendi(Reported):
     """Vendi score (cosine kernel) of one set: the effective number of distinct faces.
 
     Size-dependent: with ``n`` samples it is at most ``n``. Compare groups at a common size.
     """
 
+    INFO: ClassVar[dict[str, MetricInfo]] = {"vendi": MetricInfo(
+        "vendi", "Vendi diversity", True, "diversity",
+        "expected Vendi score (cosine) of m generated faces (m: the common size)", COMMON_SIZE, (1.0, math.inf),
+        default=True)}
     q: float = 1.0
+    source: ClassVar[str] = "generated"
     two_sample: ClassVar[bool] = False
     size_dependent: ClassVar[bool] = True
     jackknife_delete: ClassVar[float] = 0.0
@@ -275,7 +406,7 @@ PRDC_OUTPUTS = ("precision", "recall", "density", "coverage")
 
 
 @dataclasses.dataclass(frozen=True)
-class PRDC:
+class PRDC(Reported):
     """Precision, recall, density and coverage (Naeem et al. 2020), strict ``<`` as ``prdc``.
 
     The k-NN radii are recomputed on every weighting's *support* (rows with weight > 0), so
@@ -284,6 +415,17 @@ class PRDC:
     0.) Size-dependent: radii shrink as ``n`` grows. Compare groups at a common size.
     """
 
+    INFO: ClassVar[dict[str, MetricInfo]] = {
+        "precision": MetricInfo("precision", "precision", True, "distribution",
+                                "expected precision of m generated vs m reference faces (m: the common size)",
+                                COMMON_SIZE, PROPORTION, default=True),
+        "recall": MetricInfo("recall", "recall", True, "distribution", "expected recall at the common sizes",
+                             COMMON_SIZE, PROPORTION, default=True),
+        "density": MetricInfo("density", "density", True, "distribution", "expected density at the common sizes",
+                              COMMON_SIZE, (0.0, math.inf), default=True),
+        "coverage": MetricInfo("coverage", "coverage", True, "distribution", "expected coverage at the common sizes",
+                               COMMON_SIZE, PROPORTION, default=True),
+    }
     k: int = 5
     which: tuple[str, ...] = PRDC_OUTPUTS
     two_sample: ClassVar[bool] = True
@@ -304,6 +446,15 @@ class PRDC:
 
     def min_rows(self) -> int:
         return self.k + 1
+
+    def with_settings(self, settings):
+        return dataclasses.replace(self, k=settings.k)
+
+    def check_rows(self, x, name, row_numbers):
+        _prdc._check_radii(name, x, self.k, row_numbers)
+
+    def select(self, outputs):
+        return dataclasses.replace(self, which=tuple(o for o in self.which if o in outputs))
 
     def prepare(self, x, y, mx, my):
         sx, sy = jnp.sum(x * x, 1), jnp.sum(y * y, 1)
@@ -426,7 +577,7 @@ def _support_radius(near: _Neighbours, support, rows, k: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class Mean:
+class Mean(Reported):
     """The mean of one value per item (a CLIP score, a similarity): ``x`` is ``(n, 1)``."""
 
     name: str = "mean"
@@ -453,7 +604,7 @@ def _by_name() -> dict:
         "fd": lambda **o: FD(("fd",)),
         "fd_unbiased": lambda **o: FD(("fd_unbiased",)),
         "mmd2": lambda **o: MMD2("cubic"),
-        "cmmd": lambda **o: MMD2("gaussian", float(o.get("bandwidth", 10.0))),
+        "cmmd": lambda **o: MMD2("gaussian", float(o.get("bandwidth", 10.0)), "cmmd"),
         "vendi": lambda **o: Vendi(float(o.get("q", 1.0))),
         **{name: (lambda name: lambda **o: PRDC(int(o.get("k", 5)), (name,)))(name) for name in PRDC_OUTPUTS},
         "prdc": lambda **o: PRDC(int(o.get("k", 5))),
@@ -461,6 +612,18 @@ def _by_name() -> dict:
 
 
 GROUP_METRICS = tuple(_by_name())
+
+# What `faceaudit metrics` and the measure stage can compute from two embedding sets, in
+# the order of their tables (a new metric: its class above and one line here).
+REGISTRY = (
+    MMD2(),
+    AuditFD(),
+    FD(("fd_unbiased", "fd")),
+    PRDC(),
+    MMD2("gaussian", 10.0, "cmmd"),
+    MMD2("gaussian", "median", "cmmd_median"),
+    Vendi(),
+)
 
 
 def group_metric(metric, **options):

@@ -38,13 +38,14 @@ largest group, and a pooled set beyond ``POOLED_MAX_ROWS`` is measured in random
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _group_metrics, _intervals, _linalg, _prdc, _validate
+from . import _group_metrics, _intervals, _linalg, _validate
 from ._typing import PRNGKey
 
 GROUP_SEPARATOR = " x "
@@ -296,30 +297,108 @@ def _common_sizes(common_size, metric, counts_x, counts_y, two_sample):
     return size_x, (size_y if two_sample else None)
 
 
-def _check_repeats(x, labels, groups, set_name, k):
-    for g in groups:
-        rows = np.flatnonzero(labels == g)
-        _prdc._check_radii(f"group {g!r}: {set_name}", x[rows], k, rows)
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """How ``by_group`` puts an interval of the same estimand on each group's number.
+
+    Attributes:
+        interval: ``"jackknife"`` (delete-block or delete-d, t; the default), or the
+            bootstrap's ``"basic"``, ``"percentile"``, ``"bca"`` (size-independent metrics).
+        confidence: the interval's coverage.
+        bootstrap: replicates (needed, at least 20, by bootstrap intervals).
+        blocks: jackknife replicates per set (fewer blocks when a group has fewer rows).
+        delete: share of the rows a jackknife replicate deletes (None: the metric's own,
+            0 = one of ``blocks`` blocks, PRDC's 0.5 = random half-samples).
+        common_size: for size-dependent metrics, the size every group is evaluated at:
+            ``"smallest"`` (the default: the smallest group's, per set), a number, a pair
+            ``(size_x, size_y)``; ``"own"`` evaluates each group at its own size.
+        subsamples: random subsets averaged per group at a common size.
+        min_group_size: the smallest group allowed (per set).
+    """
+
+    interval: str = "jackknife"
+    confidence: float = 0.95
+    bootstrap: int = 0
+    blocks: int = 20
+    delete: float | None = None
+    common_size: object = None
+    subsamples: int = 8
+    min_group_size: int = 2
+
+    def __post_init__(self):
+        if self.interval not in _intervals.INTERVALS:
+            raise ValueError(f"interval must be one of {_intervals.INTERVALS}, got {self.interval!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
+        _validate.positive_int(self.bootstrap, "num_bootstrap", minimum=0)
+        _validate.positive_int(self.blocks, "jackknife_blocks", minimum=2)
+        _validate.positive_int(self.subsamples, "subsamples")
+        if self.delete is not None and not 0.0 <= self.delete < 1.0:
+            raise ValueError(f"jackknife_delete must lie in [0, 1) (0: delete-block), got {self.delete}")
+        if self.interval in _intervals.BOOTSTRAP_INTERVALS:
+            if self.bootstrap < MIN_BOOTSTRAP:
+                raise ValueError(f"a {self.interval} bootstrap interval needs num_bootstrap >= {MIN_BOOTSTRAP}, "
+                                 f"got {self.bootstrap}")
+            if self.bootstrap > MAX_BOOTSTRAP:
+                raise ValueError(f"num_bootstrap must be at most {MAX_BOOTSTRAP:,} (every group's replicates are kept "
+                                 f"in memory), got {self.bootstrap:,}")
+
+    @classmethod
+    def from_options(cls, interval="jackknife", confidence=0.95, num_bootstrap=0, jackknife_blocks=20,
+                     jackknife_delete=None, common_size=None, subsamples=8, min_group_size=2) -> Scheme:
+        """The scheme of ``by_group``'s keyword options (their historical names)."""
+        return cls(interval, confidence, num_bootstrap, jackknife_blocks,
+                   None if jackknife_delete is None else float(jackknife_delete), common_size, subsamples,
+                   min_group_size)
+
+    def for_metric(self, metric) -> Scheme:
+        """This scheme with the metric's own deletion share, refused where it cannot hold."""
+        if self.interval in _intervals.BOOTSTRAP_INTERVALS and metric.size_dependent:
+            raise ValueError(f"{self.interval} bootstrap intervals duplicate rows, which shrinks "
+                             f"{'/'.join(metric.outputs)}; use interval='jackknife'")
+        return dataclasses.replace(self, delete=metric.jackknife_delete if self.delete is None else self.delete,
+                                   min_group_size=max(self.min_group_size, metric.min_rows()))
+
+    @property
+    def replicates(self) -> int:
+        return self.bootstrap if self.interval in _intervals.BOOTSTRAP_INTERVALS else 0
 
 
-def by_group(
-    metric,
-    x,
-    x_groups,
-    y=None,
-    y_groups=None,
-    *,
-    key: PRNGKey,
-    interval: str = "jackknife",
-    confidence: float = 0.95,
-    num_bootstrap: int = 0,
-    jackknife_blocks: int = 20,
-    jackknife_delete: float | None = None,
-    common_size=None,
-    subsamples: int = 8,
-    min_group_size: int = 2,
-    **options,
-):
+_SCHEME_OPTIONS = ("interval", "confidence", "num_bootstrap", "jackknife_blocks", "jackknife_delete", "common_size",
+                   "subsamples", "min_group_size")
+
+
+class _Grouped(NamedTuple):
+    """The checked sets of one ``by_group`` call: rows, labels, group names, per-group row
+    counts and the common sizes (None: each group's own)."""
+
+    x: np.ndarray
+    lx: np.ndarray
+    y: np.ndarray | None
+    ly: np.ndarray | None
+    groups: tuple[str, ...]
+    counts_x: list[int]
+    counts_y: list[int]
+    size_x: int | None
+    size_y: int | None
+
+    def sizes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        nx, ny = np.asarray(self.counts_x), np.asarray(self.counts_y)
+        return nx, ny, np.asarray([self.size_x or n for n in self.counts_x]), np.asarray([self.size_y or n for n in self.counts_y])
+
+
+class _Values(NamedTuple):
+    """Per group and output: the estimate, each subset's value, the jackknife replicates of
+    each set and the recentred bootstrap replicates."""
+
+    estimate: np.ndarray
+    subsets: np.ndarray
+    jk_x: np.ndarray
+    jk_y: np.ndarray
+    recentred: np.ndarray
+
+
+def by_group(metric, x, x_groups, y=None, y_groups=None, *, key: PRNGKey, scheme: Scheme | None = None, **options):
     """Evaluate ``metric`` in every group, with intervals of the same estimand.
 
     Args:
@@ -331,16 +410,10 @@ def by_group(
         y: the generated set (two-sample metrics).
         y_groups: its labels.
         key: PRNG key for subsets and resampling.
-        interval: ``"jackknife"`` (delete-block, t; the default), or the bootstrap's
-            ``"basic"``, ``"percentile"``, ``"bca"`` (size-independent metrics only).
-        confidence: interval coverage.
-        num_bootstrap: bootstrap replicates (needed, at least 20, by bootstrap intervals).
-        jackknife_blocks: blocks per set (fewer when a group has fewer rows).
-        common_size: for size-dependent metrics, the size all groups are evaluated at:
-            ``"smallest"`` (the default: the smallest group's size, per set), a number, a
-            pair ``(size_x, size_y)``; ``"own"`` evaluates each group at its own size.
-        subsamples: random subsets averaged per group at a common size.
-        min_group_size: smallest allowed group (per set).
+        scheme: the interval scheme (``Scheme``); or its fields as keywords under their
+            historical names: ``interval``, ``confidence``, ``num_bootstrap``,
+            ``jackknife_blocks``, ``jackknife_delete``, ``common_size``, ``subsamples``,
+            ``min_group_size``.
 
     Returns:
         ``GroupEstimates`` for a one-output metric; for a multi-output one (``"prdc"``) a
@@ -351,36 +424,26 @@ def by_group(
             smaller than the metric needs, repeated rows that empty a k-NN ball, or any
             check of the embedding arrays.
     """
-    metric = _group_metrics.group_metric(metric, **options)
-    if interval not in _intervals.INTERVALS:
-        raise ValueError(f"interval must be one of {_intervals.INTERVALS}, got {interval!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    interval_options = {k: options.pop(k) for k in _SCHEME_OPTIONS if k in options}
+    metric = _group_metrics.group_metric(metric, **options)  # the rest: k, q, bandwidth (others refused there)
+    options = interval_options
+    if scheme is not None and options:
+        raise ValueError(f"pass the interval options in the scheme or as keywords, not both: {sorted(options)}")
+    scheme = (scheme or Scheme.from_options(**options)).for_metric(metric)
     _validate.key(key)
-    num_bootstrap = _validate.positive_int(num_bootstrap, "num_bootstrap", minimum=0)
-    blocks = _validate.positive_int(jackknife_blocks, "jackknife_blocks", minimum=2)
-    delete = metric.jackknife_delete if jackknife_delete is None else float(jackknife_delete)
-    if not 0.0 <= delete < 1.0:
-        raise ValueError(f"jackknife_delete must lie in [0, 1) (0: delete-block), got {jackknife_delete}")
-    subsamples = _validate.positive_int(subsamples, "subsamples")
-    if interval in _intervals.BOOTSTRAP_INTERVALS:
-        if metric.size_dependent:
-            raise ValueError(
-                f"{interval} bootstrap intervals duplicate rows, which shrinks "
-                f"{'/'.join(metric.outputs)}; use interval='jackknife'"
-            )
-        if num_bootstrap < MIN_BOOTSTRAP:
-            raise ValueError(f"a {interval} bootstrap interval needs num_bootstrap >= {MIN_BOOTSTRAP}, got {num_bootstrap}")
-        if num_bootstrap > MAX_BOOTSTRAP:
-            raise ValueError(f"num_bootstrap must be at most {MAX_BOOTSTRAP:,} (every group's replicates are kept in "
-                             f"memory), got {num_bootstrap:,}")
-    two_sample = metric.two_sample
-    min_group_size = max(min_group_size, metric.min_rows())
+    data = _grouped(metric, x, x_groups, y, y_groups, scheme)
+    return _outputs(metric, data, _values(metric, data, scheme, key), scheme)
+
+
+def _grouped(metric, x, x_groups, y, y_groups, scheme: Scheme) -> _Grouped:
+    """The sets checked (features, labels, every group in both sets and large enough, the
+    metric's own checks) and the groups' common sizes."""
     x = np.asarray(_validate.features(x, "x", as_jax=False), dtype=np.float64)
     lx = group_labels(x_groups, "x_groups")
     if lx.shape[0] != x.shape[0]:
         raise ValueError(f"x_groups has {lx.shape[0]} labels but x has {x.shape[0]} rows")
-    if two_sample:
+    ly = None
+    if metric.two_sample:
         if y is None or y_groups is None:
             raise ValueError(f"{'/'.join(metric.outputs)} compares two sets: pass y and y_groups")
         y = np.asarray(_validate.features(y, "y", as_jax=False), dtype=np.float64)
@@ -391,84 +454,80 @@ def by_group(
             raise ValueError(f"y_groups has {ly.shape[0]} labels but y has {y.shape[0]} rows")
         only_x, only_y = sorted(set(lx) - set(ly)), sorted(set(ly) - set(lx))
         if only_x or only_y:
-            raise ValueError(
-                "every group needs rows in both sets: "
-                + "; ".join(s for s in (f"only in x: {only_x}" if only_x else "", f"only in y: {only_y}" if only_y else "") if s)
-            )
+            raise ValueError("every group needs rows in both sets: " + "; ".join(
+                s for s in (f"only in x: {only_x}" if only_x else "", f"only in y: {only_y}" if only_y else "") if s))
     groups = tuple(sorted(set(lx)))
     counts_x = [int(np.sum(lx == g)) for g in groups]
-    counts_y = [int(np.sum(ly == g)) for g in groups] if two_sample else [0] * len(groups)
-    for set_name, counts in (("x", counts_x), ("y", counts_y)) if two_sample else (("x", counts_x),):
+    counts_y = [int(np.sum(ly == g)) for g in groups] if metric.two_sample else [0] * len(groups)
+    for set_name, rows, labels, counts in (("x", x, lx, counts_x), ("y", y, ly, counts_y))[: 1 + metric.two_sample]:
         for g, size in zip(groups, counts):
-            if size < min_group_size:
-                raise ValueError(
-                    f"group {g!r} has {size} row{'s' if size != 1 else ''} in {set_name}; "
-                    f"{'/'.join(metric.outputs)} needs at least {min_group_size} per group"
-                )
-    if isinstance(metric, _group_metrics.PRDC):
-        _check_repeats(x, lx, groups, "x", metric.k)
-        _check_repeats(y, ly, groups, "y", metric.k)
-    size_x, size_y = _common_sizes(common_size, metric, counts_x, counts_y, two_sample)
-    at_common = size_x is not None
-    num_boot = num_bootstrap if interval in _intervals.BOOTSTRAP_INTERVALS else 0
+            if size < scheme.min_group_size:
+                raise ValueError(f"group {g!r} has {size} row{'s' if size != 1 else ''} in {set_name}; "
+                                 f"{'/'.join(metric.outputs)} needs at least {scheme.min_group_size} per group")
+            if hasattr(metric, "check_rows"):  # a user's own metric object may have none
+                metric.check_rows(rows[labels == g], f"group {g!r}: {set_name}", np.flatnonzero(labels == g))
+    size_x, size_y = _common_sizes(scheme.common_size, metric, counts_x, counts_y, metric.two_sample)
+    return _Grouped(x, lx, y, ly, groups, counts_x, counts_y, size_x, size_y)
+
+
+def _values(metric, data: _Grouped, scheme: Scheme, key) -> _Values:
+    """Every group's estimate and replicates: on the host where the metric shares its work
+    across weightings (CPU, no bootstrap), else by the compiled evaluation."""
+    at_common = data.size_x is not None
     # Subsets of a group at its own size are the group itself: average over several only
     # where some group is larger than the common size.
-    larger = at_common and (any(n > size_x for n in counts_x) or (two_sample and any(n > size_y for n in counts_y)))
-    r = subsamples if larger else 1
-    if (not num_boot and r == 1 and not delete and two_sample and hasattr(metric, "host_jackknife")
-            and metric.uses_host_jackknife(max(counts_x + counts_y), x.shape[1]) and _linalg.host_eager(x, y)):
+    larger = at_common and (any(n > data.size_x for n in data.counts_x)
+                            or (metric.two_sample and any(n > data.size_y for n in data.counts_y)))
+    r = scheme.subsamples if larger else 1
+    host = not scheme.replicates and _linalg.host_eager(data.x, data.y)
+    if (host and r == 1 and not scheme.delete and metric.two_sample and hasattr(metric, "host_jackknife")
+            and metric.uses_host_jackknife(max(data.counts_x + data.counts_y), data.x.shape[1])):
         # Each group's whole jackknife from one pass over its data, a group at a time.
-        estimate, jk_x, jk_y = _host_jackknife(metric, x, lx, y, ly, groups, blocks)
-        nx, ny = np.asarray(counts_x), np.asarray(counts_y)
-        subsets, recentred = estimate[:, None, :], np.zeros((len(groups), 0, estimate.shape[1]))
-        return _outputs(metric, groups, nx, ny, nx, ny, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
-                        at_common, interval, confidence)
+        estimate, jk_x, jk_y = _host_jackknife(metric, data, scheme.blocks)
+        return _Values(estimate, estimate[:, None, :], jk_x, jk_y, np.zeros((len(data.groups), 0, estimate.shape[1])))
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
-    u_x = _rank_uniforms(rng, len(groups), max(counts_x), r, blocks, delete)
-    u_y = (_rank_uniforms(rng, len(groups), max(counts_y), r, blocks, delete) if two_sample
-           else (np.zeros((len(groups), r, 0)), np.zeros((len(groups), 0, 0))))
-    if not num_boot and hasattr(metric, "host_subsets") and _linalg.host_eager(x, y):
+    u_x = _rank_uniforms(rng, len(data.groups), max(data.counts_x), r, scheme.blocks, scheme.delete)
+    u_y = (_rank_uniforms(rng, len(data.groups), max(data.counts_y), r, scheme.blocks, scheme.delete)
+           if metric.two_sample else (np.zeros((len(data.groups), r, 0)), np.zeros((len(data.groups), 0, 0))))
+    if host and hasattr(metric, "host_subsets"):
         # The same weightings (same random ranks) evaluated on the host, a group at a time.
-        sets = ((x, lx, u_x, size_x), (y, ly, u_y, size_y) if two_sample else None)
-        estimate, subsets, jk_x, jk_y = _host_subsets(metric, groups, sets, blocks, delete)
-        nx, ny = np.asarray(counts_x), np.asarray(counts_y)
-        sx, sy = np.asarray([size_x or n for n in counts_x]), np.asarray([size_y or n for n in counts_y])
-        recentred = np.zeros((len(groups), 0, estimate.shape[1]))
-        return _outputs(metric, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
-                        at_common, interval, confidence)
-    xs, nx = _padded(x, lx, groups, max(counts_x))
-    if two_sample:
-        ys, ny = _padded(y, ly, groups, max(counts_y))
+        sets = ((data.x, data.lx, u_x, data.size_x), (data.y, data.ly, u_y, data.size_y) if metric.two_sample else None)
+        estimate, subsets, jk_x, jk_y = _host_subsets(metric, data.groups, sets, scheme.blocks, scheme.delete)
+        return _Values(estimate, subsets, jk_x, jk_y, np.zeros((len(data.groups), 0, estimate.shape[1])))
+    return _compiled_values(metric, data, scheme, key, (*u_x, *u_y), larger)
+
+
+def _compiled_values(metric, data: _Grouped, scheme: Scheme, key, uniforms, larger: bool) -> _Values:
+    xs, nx = _padded(data.x, data.lx, data.groups, max(data.counts_x))
+    if metric.two_sample:
+        ys, ny = _padded(data.y, data.ly, data.groups, max(data.counts_y))
     else:
-        ys, ny = jnp.zeros((len(groups), 1, x.shape[1])), jnp.zeros(len(groups), jnp.int64)
-    sx = jnp.asarray([size_x or n for n in counts_x])
-    sy = jnp.asarray([size_y or n for n in counts_y]) if two_sample else ny
+        ys, ny = jnp.zeros((len(data.groups), 1, data.x.shape[1])), jnp.zeros(len(data.groups), jnp.int64)
+    _, _, sx, sy = data.sizes()
     # At a common size below the largest group no subset or jackknife weighting carries more
     # rows than that size: evaluate on those rows only where the metric can.
     restrictable = larger and hasattr(metric, "restrict")
-    support_x = size_x if restrictable and size_x < xs.shape[1] else None
-    support_y = size_y if restrictable and two_sample and size_y < ys.shape[1] else None
-    estimate, subsets, jk_x, jk_y, boot, plugin = (
-        np.asarray(a) for a in _evaluate(key, (*u_x, *u_y), xs, nx, sx, ys, ny, sy, metric=metric, num_bootstrap=num_boot,
-                                         blocks=blocks, delete=delete, support_x=support_x, support_y=support_y)
-    )
+    support_x = data.size_x if restrictable and data.size_x < xs.shape[1] else None
+    support_y = data.size_y if restrictable and metric.two_sample and data.size_y < ys.shape[1] else None
+    estimate, subsets, jk_x, jk_y, boot, plugin = (np.asarray(a) for a in _evaluate(
+        key, uniforms, xs, nx, jnp.asarray(sx), ys, ny, jnp.asarray(sy) if metric.two_sample else ny, metric=metric,
+        num_bootstrap=scheme.replicates, blocks=scheme.blocks, delete=scheme.delete, support_x=support_x,
+        support_y=support_y))
     # Recentred replicates for the basic and percentile intervals: theta* - T(F_hat) mimics
     # theta_hat - T(F) (without it a raw FD interval, a positively biased statistic, can miss
     # its own estimate entirely). BCa corrects the median bias itself and takes them raw.
-    recentred = boot - plugin[:, None, :] + estimate[:, None, :]
-    return _outputs(metric, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
-                    at_common, interval, confidence)
+    return _Values(estimate, subsets, jk_x, jk_y, boot - plugin[:, None, :] + estimate[:, None, :])
 
 
-def _host_jackknife(metric, x, lx, y, ly, groups, blocks: int):
+def _host_jackknife(metric, data: _Grouped, blocks: int):
     """Per group, the estimate and delete-one-block values of a metric that computes them
     from block sums on the host (``metric.host_jackknife``), one group at a time: memory
     follows the largest group, not all of them. Blocks are those of ``_block_of_row``."""
-    g_count, outputs = len(groups), len(metric.outputs)
+    g_count, outputs = len(data.groups), len(metric.outputs)
     estimate = np.zeros((g_count, outputs))
     jk_x, jk_y = np.zeros((g_count, blocks, outputs)), np.zeros((g_count, blocks, outputs))
-    for gi, g in enumerate(groups):
-        xg, yg = x[lx == g], y[ly == g]
+    for gi, g in enumerate(data.groups):
+        xg, yg = data.x[data.lx == g], data.y[data.ly == g]
         bx = np.arange(len(xg)) * min(blocks, len(xg)) // len(xg)
         by = np.arange(len(yg)) * min(blocks, len(yg)) // len(yg)
         estimate[gi], leave_x, leave_y = metric.host_jackknife(xg, bx, yg, by)
@@ -510,63 +569,69 @@ def _host_subsets(metric, groups, sets, blocks: int, delete: float):
     return np.asarray(estimate), np.asarray(subsets), jk[0], jk[1]
 
 
-def _outputs(metric, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete, at_common,
-             interval, confidence):
+def _outputs(metric, data: _Grouped, values: _Values, scheme: Scheme):
     out = {}
-    size_y = np.asarray(sy) if metric.two_sample else np.zeros(len(groups), np.int64)
     for o, name in enumerate(metric.outputs):
-        out[name] = _summarise(
-            name, groups, np.asarray(nx), np.asarray(ny), np.asarray(sx), size_y,
-            estimate[:, o], subsets[:, :, o], jk_x[:, :, o], jk_y[:, :, o], recentred[:, :, o], blocks, delete,
-            at_common, interval, confidence,
-        )
+        one = _Values(*(v[..., o] for v in values))
+        out[name] = _summarise(name, data, one, scheme, metric.two_sample)
     return out[metric.outputs[0]] if len(out) == 1 else out
 
 
-def _summarise(name, groups, nx, ny, sx, sy, estimate, subsets, jk_x, jk_y, recentred, blocks, delete,
-               at_common, interval, confidence) -> GroupEstimates:
-    g_count = len(groups)
+def _summarise(name: str, data: _Grouped, values: _Values, scheme: Scheme, two_sample: bool) -> GroupEstimates:
+    """One output's estimates, standard errors (the jackknife variance of each set, plus the
+    Monte Carlo variance of a subset average), degrees of freedom, bias and interval."""
+    nx, ny, sx, sy = data.sizes()
+    if not two_sample:
+        sy = np.zeros(len(data.groups), np.int64)
+    blocks, delete = scheme.blocks, scheme.delete
+    at_common = data.size_x is not None
+    g_count = len(data.groups)
     se, df, bias = np.zeros(g_count), np.zeros(g_count), np.full(g_count, np.nan)
     for g in range(g_count):
         active_x = blocks if delete else min(blocks, int(nx[g]))
-        var_x, mean_x = _intervals.jackknife_variance(jk_x[g, :active_x], delete=delete, n=int(nx[g]))
+        var_x, mean_x = _intervals.jackknife_variance(values.jk_x[g, :active_x], delete=delete, n=int(nx[g]))
         parts, dofs = [var_x], [active_x - 1]
-        bias_g = _jackknife_bias(mean_x - estimate[g], delete, active_x)
-        if jk_y.shape[1]:
+        bias_g = _jackknife_bias(mean_x - values.estimate[g], delete, active_x)
+        if values.jk_y.shape[1]:
             active_y = blocks if delete else min(blocks, int(ny[g]))
-            var_y, mean_y = _intervals.jackknife_variance(jk_y[g, :active_y], delete=delete, n=int(ny[g]))
+            var_y, mean_y = _intervals.jackknife_variance(values.jk_y[g, :active_y], delete=delete, n=int(ny[g]))
             parts.append(var_y)
             dofs.append(active_y - 1)
-            bias_g += _jackknife_bias(mean_y - estimate[g], delete, active_y)
-        if subsets.shape[1] > 1:
-            parts.append(np.var(subsets[g], ddof=1) / subsets.shape[1])
-            dofs.append(subsets.shape[1] - 1)
+            bias_g += _jackknife_bias(mean_y - values.estimate[g], delete, active_y)
+        if values.subsets.shape[1] > 1:
+            parts.append(np.var(values.subsets[g], ddof=1) / values.subsets.shape[1])
+            dofs.append(values.subsets.shape[1] - 1)
         se[g] = np.sqrt(sum(parts))
         df[g] = _intervals.welch_df(parts, dofs)
         if not at_common:
             bias[g] = bias_g
-    if interval == "jackknife":
-        low, high = _intervals.t_interval(estimate, se, df, confidence)
-    elif interval == "percentile":
-        low, high = (np.asarray(v) for v in _intervals.percentile_interval(jnp.asarray(recentred), confidence))
-    elif interval == "basic":
-        low, high = (np.asarray(v) for v in _intervals.basic_interval(jnp.asarray(recentred), jnp.asarray(estimate), confidence))
-    else:
-        lows, highs = [], []
-        for g in range(g_count):
-            jk = [jk_x[g, : min(blocks, int(nx[g]))]]
-            if jk_y.shape[1]:
-                jk.append(jk_y[g, : min(blocks, int(ny[g]))])
-            # On the recentred replicates: BCa's bias correction compares each replicate with
-            # the bootstrap world's truth, which for a U-statistic or a bias-corrected FD is
-            # not the estimate (on the raw replicates 95% intervals of MMD^2 covered 0.24).
-            lo, hi = _intervals.bca_interval(jnp.asarray(recentred[g]), jnp.asarray(estimate[g]), confidence,
-                                             *map(jnp.asarray, jk))
-            lows.append(float(lo))
-            highs.append(float(hi))
-        low, high = np.asarray(lows), np.asarray(highs)
-    return GroupEstimates(name, tuple(groups), nx, ny, sx, sy, estimate, se, df, low, high, bias, interval,
-                          confidence, recentred)
+    low, high = _interval_ends(values, se, df, nx, ny, scheme)
+    return GroupEstimates(name, tuple(data.groups), nx, ny, sx, sy, values.estimate, se, df, low, high, bias,
+                          scheme.interval, scheme.confidence, values.recentred)
+
+
+def _interval_ends(values: _Values, se, df, nx, ny, scheme: Scheme):
+    confidence, recentred, estimate = scheme.confidence, values.recentred, values.estimate
+    if scheme.interval == "jackknife":
+        return _intervals.t_interval(estimate, se, df, confidence)
+    if scheme.interval == "percentile":
+        return tuple(np.asarray(v) for v in _intervals.percentile_interval(jnp.asarray(recentred), confidence))
+    if scheme.interval == "basic":
+        return tuple(np.asarray(v) for v in _intervals.basic_interval(jnp.asarray(recentred), jnp.asarray(estimate),
+                                                                      confidence))
+    lows, highs = [], []
+    for g in range(len(estimate)):
+        jk = [values.jk_x[g, : min(scheme.blocks, int(nx[g]))]]
+        if values.jk_y.shape[1]:
+            jk.append(values.jk_y[g, : min(scheme.blocks, int(ny[g]))])
+        # On the recentred replicates: BCa's bias correction compares each replicate with
+        # the bootstrap world's truth, which for a U-statistic or a bias-corrected FD is
+        # not the estimate (on the raw replicates 95% intervals of MMD^2 covered 0.24).
+        lo, hi = _intervals.bca_interval(jnp.asarray(recentred[g]), jnp.asarray(estimate[g]), confidence,
+                                         *map(jnp.asarray, jk))
+        lows.append(float(lo))
+        highs.append(float(hi))
+    return np.asarray(lows), np.asarray(highs)
 
 
 # A pooled set larger than this (per set) is measured in random parts of at most this many
@@ -588,7 +653,9 @@ def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int 
     is the incomplete U-statistic that KID's subsets also are, with the cost and memory of
     one part. Other metrics, or bootstrap intervals, are evaluated whole.
     """
-    metric = _group_metrics.group_metric(metric, **{k: options.pop(k) for k in ("k", "q", "bandwidth") if k in options})
+    interval_options = {k: options.pop(k) for k in _SCHEME_OPTIONS if k in options}
+    metric = _group_metrics.group_metric(metric, **options)  # the rest: k, q, bandwidth (others refused there)
+    options = interval_options
     sizes = [len(x)] + ([len(y)] if y is not None else [])
     parts = -(-max(sizes) // max_rows)
     whole = (parts == 1 or not getattr(metric, "unbiased", False) or not metric.two_sample

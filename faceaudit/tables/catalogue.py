@@ -1,76 +1,35 @@
 """The metric catalogue: every number faceaudit reports, described once.
 
-Each entry says what the number is (label), which direction is better, its range (so an
-interval never leaves it), how to show it, *what its interval is an interval of* (the
-estimand), and whether groups can be ranked by it at real audit sizes and why. The
-measure stage, ``faceaudit metrics``, the report and the CLI tables all read this one
-table; nothing else names metrics.
+Each entry (``core.MetricInfo``) says what the number is, which direction is better, its
+range, how to show it, *what its interval is an interval of* (the estimand), and whether
+groups can be ranked by it at real audit sizes and why. The distribution and diversity
+metrics carry their entries on their classes (``core.metrics.REGISTRY``); the per-image
+means, accuracies and rates computed by the measure stage are described here. The measure
+stage, ``faceaudit metrics``, the report and the CLI tables all read this one table.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 
+from faceaudit.metric_info import PROPORTION as _PROPORTION
+from faceaudit.metric_info import MetricInfo
+
 HEADLINE = "mmd2"  # the distribution-shift number the findings rank groups by
+ALL = "all"  # the group of all rows together
 
 
-@dataclasses.dataclass(frozen=True)
-class MetricInfo:
-    name: str
-    label: str
-    higher_is_better: bool
-    kind: str  # distribution | diversity | identity | faithfulness
-    estimand: str
-    comparable: str  # how groups of different sizes compare (shown beside the number)
-    bounds: tuple[float, float] = (-math.inf, math.inf)
-    scale: float = 1.0  # display multiplier (KID is shown x1e3, as is customary)
-    rankable: bool = True  # False: shown for reference, never used to rank groups
+@functools.cache
+def _embedding() -> dict[str, MetricInfo]:
+    # Imported when first asked for: the report and the command line's help read this module
+    # without the numerics (jax), and most of them never need these entries.
+    from faceaudit.core import metrics
 
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
-
-    @property
-    def shown_label(self) -> str:
-        return self.label + (f" (x{self.scale:g})" if self.scale != 1.0 else "")
-
-    def clip(self, low: float, high: float) -> tuple[float, float]:
-        lo, hi = self.bounds
-        return max(low, lo), min(high, hi)
+    return {info.name: info for metric in metrics.REGISTRY for info in metric.infos()}
 
 
-_COMMON = "compared at a common size: the smallest group's, averaged over random subsets of larger groups"
-_PROPORTION = (0.0, 1.0)
-
-CATALOGUE: dict[str, MetricInfo] = {m.name: m for m in (
-    MetricInfo("mmd2", "KID: MMD^2, cubic kernel", False, "distribution",
-               "the population MMD^2 between the group's generated and reference distributions",
-               "unbiased at every size (U-statistic)", scale=1e3),
-    MetricInfo("fd_audit", "FD in the audit space", False, "distribution",
-               "the FD between the group's two distributions projected on the audit space "
-               "(top principal directions of a held-out half of the reference faces, measured on the other "
-               "half; k with every group >= 10 k)",
-               "bias-corrected where the correction holds (n >= 10 k); residual bias small against the interval"),
-    MetricInfo("fd_unbiased", "FD, first-order bias-corrected", False, "distribution",
-               "the full-space FD between the group's two distributions",
-               "biased where n < 10 d (the correction is first-order): ranks groups only when every group is large",
-               rankable=False),
-    MetricInfo("fd", "FD, raw", False, "distribution",
-               "the expected raw FD at the group's own sizes (includes the finite-sample bias)",
-               "biased: grows as 1/n; for comparison with the literature only, not across groups", rankable=False),
-    MetricInfo("cmmd", "CMMD: MMD^2, Gaussian kernel", False, "distribution",
-               "the population MMD^2 (Gaussian kernel, x1000 as CMMD reports it)", "unbiased at every size"),
-    MetricInfo("precision", "precision", True, "distribution",
-               "expected precision of m generated vs m reference faces (m: the common size)", _COMMON, _PROPORTION),
-    MetricInfo("recall", "recall", True, "distribution",
-               "expected recall at the common sizes", _COMMON, _PROPORTION),
-    MetricInfo("density", "density", True, "distribution",
-               "expected density at the common sizes", _COMMON, (0.0, math.inf)),
-    MetricInfo("coverage", "coverage", True, "distribution",
-               "expected coverage at the common sizes", _COMMON, _PROPORTION),
-    MetricInfo("vendi", "Vendi diversity", True, "diversity",
-               "expected Vendi score (cosine) of m generated faces (m: the common size)", _COMMON, (1.0, math.inf)),
+_MEASURED: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("verification_same_group", "verification accuracy, same-group impostors", True, "identity",
                "balanced accuracy over the group's genuine and same-group impostor pairs of named identities "
                "(interval: identity-cluster bootstrap)", "an accuracy: comparable across sizes", _PROPORTION),
@@ -107,18 +66,24 @@ CATALOGUE: dict[str, MetricInfo] = {m.name: m for m in (
                "a proportion: comparable across sizes", _PROPORTION),
 )}
 
-DISTRIBUTION_METRICS = ("mmd2", "fd_audit", "fd_unbiased", "fd", "precision", "recall", "density", "coverage")
-DIVERSITY_METRICS = ("vendi",)
-# What ``faceaudit metrics`` and the measure stage compute from two embedding sets.
-EMBEDDING_METRICS = (*DISTRIBUTION_METRICS, "cmmd", *DIVERSITY_METRICS)
-# By default only numbers that compare groups fairly (the raw and first-order corrected FD
-# carry a size- and spread-dependent bias at audit sizes, and were most of the time at real
-# sizes): ask for them with --metrics ...,fd,fd_unbiased.
-DEFAULT_EMBEDDING_METRICS = tuple(m for m in (*DISTRIBUTION_METRICS, *DIVERSITY_METRICS) if CATALOGUE[m].rankable)
-ALL = "all"  # the group of all rows together
+
+def __getattr__(name: str):
+    """``CATALOGUE`` (every entry), ``EMBEDDING_METRICS`` (what ``faceaudit metrics`` and
+    the measure stage compute from two embedding sets) and ``DEFAULT_EMBEDDING_METRICS``
+    (by default only the numbers that compare groups fairly: ask for the others, such as
+    the raw and first-order corrected FD, with --metrics)."""
+    if name == "CATALOGUE":
+        return {**_embedding(), **_MEASURED}
+    if name == "EMBEDDING_METRICS":
+        return tuple(_embedding())
+    if name == "DEFAULT_EMBEDDING_METRICS":
+        return tuple(n for n, entry in _embedding().items() if entry.default)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def info(name: str) -> MetricInfo:
-    if name not in CATALOGUE:
-        raise ValueError(f"unknown metric {name!r}; known: {sorted(CATALOGUE)}")
-    return CATALOGUE[name]
+    if name in _MEASURED:
+        return _MEASURED[name]
+    if name not in _embedding():
+        raise ValueError(f"unknown metric {name!r}; known: {sorted({*_MEASURED, *_embedding()})}")
+    return _embedding()[name]

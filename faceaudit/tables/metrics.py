@@ -12,7 +12,6 @@ the audit-space FD is measured on the other half.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import numpy as np
@@ -20,7 +19,6 @@ import numpy as np
 from faceaudit import core
 from faceaudit.files.io import progress_bar
 from faceaudit.tables.catalogue import ALL, DEFAULT_EMBEDDING_METRICS, EMBEDDING_METRICS, info
-_PRDC = core.metrics.PRDC_OUTPUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,16 +51,20 @@ class DistributionSettings:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
 
+    def evaluations(self) -> list:
+        """The metric objects to evaluate (``core.metrics.REGISTRY`` with these settings and
+        the requested outputs), in the order the metrics were asked for."""
+        chosen = []
+        for metric in core.metrics.REGISTRY:
+            asked = tuple(o for o in metric.outputs if o in self.metrics)
+            if asked:
+                chosen.append(metric.with_settings(self).select(asked))
+        return sorted(chosen, key=lambda m: min(self.metrics.index(o) for o in m.outputs))
+
     def min_group_size(self, reference: bool = False) -> int:
         """Rows every group needs in the reference (``reference=True``) or generated set for
         every requested metric."""
-        need = 2
-        if any(m in _PRDC for m in self.metrics):
-            need = max(need, 2 * (self.k + 1))  # a jackknife half-sample keeps k + 1 rows
-        if "fd_audit" in self.metrics:
-            # k >= 1 audit dimension; half of the reference rows estimate the space instead
-            need = max(need, 2 * self.audit_ratio if reference else self.audit_ratio)
-        return need
+        return max(2, *(m.min_group_size(reference) for m in self.evaluations()))
 
 
 def check_group_sizes(counts: dict[str, tuple[int, int]], settings: DistributionSettings, where: str) -> None:
@@ -95,56 +97,22 @@ def audit_space(reference: np.ndarray, reference_groups, generated_sizes, settin
     return core.audit_space(reference[~measured], k), measured
 
 
-def _warning(name: str, est: core.GroupEstimates, i: int, dim: int) -> str:
-    if name == "fd":
-        return "biased: grows as 1/n; not comparable across groups"
-    notes = []
-    n = int(min(est.n_x[i], est.n_y[i]))
-    if name == "fd_unbiased" and n < 10 * dim:
-        notes.append(f"n = {n} < 10 d = {10 * dim}: the first-order correction is out of range")
-    half = (est.high[i] - est.low[i]) / 2
-    if name in ("fd_unbiased", "fd_audit") and math.isfinite(est.bias[i]) and abs(est.bias[i]) > half:
-        notes.append(f"jackknife bias {est.bias[i]:.3g} exceeds half the interval")
-    return "; ".join(notes)
-
-
-def _rows(est: core.GroupEstimates, name: str, dim: int, one_sample: bool) -> list[dict]:
-    meta = info(name)
+def _rows(est: core.GroupEstimates, metric, dim: int) -> list[dict]:
+    one_sample = not metric.two_sample
+    meta = info(est.metric)
     rows = []
     for i, group in enumerate(est.groups):
         low, high = meta.clip(float(est.low[i]), float(est.high[i]))
         rows.append(dict(
-            group=group, metric=name, value=float(est.estimate[i]), low=low, high=high, se=float(est.se[i]),
+            group=group, metric=est.metric, value=float(est.estimate[i]), low=low, high=high, se=float(est.se[i]),
             df=float(est.df[i]), interval=est.interval, confidence=est.confidence,
             n_reference=0 if one_sample else int(est.n_x[i]),
             n_generated=int(est.n_x[i]) if one_sample else int(est.n_y[i]),
             size_reference=0 if one_sample else int(est.size_x[i]),
             size_generated=int(est.size_x[i]) if one_sample else int(est.size_y[i]),
-            estimand=meta.estimand, warning=_warning(name, est, i, dim),
+            estimand=meta.estimand, warning=metric.warning(est.metric, est, i, dim),
         ))
     return rows
-
-
-def _evaluations(settings: DistributionSettings) -> list[tuple[str, object, str]]:
-    """``(name, metric object, data)``: metrics that share their work are one evaluation
-    (the four PRDC numbers; raw and corrected FD); ``data`` is ``"embedding"``,
-    ``"audit"`` (projected) or ``"generated"`` (one-sample)."""
-    asked = settings.metrics
-    out = []
-    fd = tuple(m for m in asked if m in core.metrics.FD_OUTPUTS)
-    prdc = tuple(m for m in asked if m in core.metrics.PRDC_OUTPUTS)
-    for name in asked:
-        if name in fd and name == fd[0]:
-            out.append(("fd", core.metrics.FD(fd), "embedding"))
-        elif name in prdc and name == prdc[0]:
-            out.append(("prdc", core.metrics.PRDC(settings.k, prdc), "embedding"))
-        elif name == "fd_audit":
-            out.append((name, core.metrics.FD(("fd_unbiased",)), "audit"))
-        elif name == "vendi":
-            out.append((name, core.metrics.Vendi(), "generated"))
-        elif name in ("mmd2", "cmmd"):
-            out.append((name, core.metrics.group_metric(name), "embedding"))
-    return out
 
 
 def distribution_rows(key, reference, reference_groups, generated, generated_groups,
@@ -177,11 +145,14 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
             raise ValueError("distribution_rows: an audit space needs the mask of the reference rows it is measured on")
         data["audit"] = (space.project(reference[measured]), ref_groups[measured], space.project(generated))
     rows: list[dict] = []
-    evaluations = _evaluations(settings)
+    evaluations = settings.evaluations()
     bar = progress_bar(range(len(evaluations)), "metrics")
-    for index, (name, metric, source) in enumerate(evaluations):
-        bar.set_postfix_str(f"{name} ({len(names)} groups{' + all' if overall and not metric.size_dependent else ''})")
-        x, x_groups, y = data[source]
+    for index, metric in enumerate(evaluations):
+        x, x_groups, y = data[metric.source]
+        metric = metric.bind(x, y if y is not None else x)  # what depends on all rows: one value for every group
+        bar.set_postfix_str(f"{'/'.join(metric.outputs)} ({len(names)} groups"
+                            f"{' + all' if overall and not metric.size_dependent else ''})")
+        source = metric.source
         dim = space.dim if source == "audit" else reference.shape[1]
         options = dict(key=jax.random.fold_in(key, index), confidence=settings.confidence)
         if metric.size_dependent:
@@ -195,9 +166,8 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
             results_of_metric.append(core.pooled(metric, x, y, name=ALL, **options))
         for result in results_of_metric:
             results = result if isinstance(result, dict) else {metric.outputs[0]: result}
-            for out_name, est in results.items():
-                shown = "fd_audit" if source == "audit" else out_name
-                rows += _rows(est._replace(metric=shown), shown, dim, source == "generated")
+            for est in results.values():
+                rows += _rows(est, metric, dim)
         bar.update()
     bar.close()
     return rows
