@@ -447,3 +447,21 @@ def test_a_registered_metric_reaches_the_cli_table_metrics_parquet_and_the_repor
     sigma = fc.median_bandwidth(x, y)
     direct = 1000 * float(fc.mmd2(x[labels == "a"], y[labels == "a"], kernel="gaussian", bandwidth=sigma))
     assert by_group["a"] == pytest.approx(direct, rel=1e-10)
+
+
+def test_every_stage_file_is_named_once_with_its_writer(audited):
+    """Each file a stage's record lists (less the embedding stores) is in
+    ``files.outputs.FILES`` under the stage that wrote it, so errors about a file name the
+    stage to redo, and the report reads the same table."""
+    from faceaudit.files import outputs
+
+    _, out, _ = audited
+    shared = {outputs.MANIFEST, outputs.INDEX}  # written by simulate, generate or ingest, and embed or simulate
+    for record in sorted((out / "stage-records").glob("*.json")):
+        content = json.loads(record.read_text())
+        for name in content["outputs"]:
+            if name.startswith("embeddings/") and name != outputs.INDEX:
+                continue
+            assert name in outputs.FILES, f"{content['stage']} writes {name}, which files/outputs.py does not name"
+            if name not in shared:
+                assert outputs.FILES[name].stage == content["stage"], name

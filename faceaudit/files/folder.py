@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from faceaudit.files import io
+from faceaudit.files import io, outputs
 from faceaudit.files.manifest import MANIFEST, read_manifest
 from faceaudit.files.store import EmbeddingStore, read_index
 
@@ -80,6 +80,18 @@ class AuditFolder:
         ids = self.manifest["image_id"] if image_ids is None else image_ids
         ds = self.store(role).load(ids)
         return np.asarray(ds["embedding"].values, dtype=np.float64), np.asarray(ds["found"].values, dtype=bool)
+
+    def read(self, name: str):
+        """A stage file by its name in ``outputs.FILES``, read by its kind (Parquet, JSON,
+        ``.npz``), with errors that name the file and the stage that writes it."""
+        stage = outputs.FILES[name].stage
+        if name.endswith(".parquet"):
+            return io.read_parquet(self.path / name, stage=stage)
+        if name.endswith(".json"):
+            return io.read_json(self.path / name, stage=stage)
+        if name.endswith(".npz"):
+            return io.read_npz(self.path / name, stage=stage)
+        raise ValueError(f"{name}: AuditFolder.read reads Parquet, JSON and .npz stage files")
 
     def read_parquet(self, name: str, stage: str) -> pd.DataFrame:
         return io.read_parquet(self.path / name, stage=stage)

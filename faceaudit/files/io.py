@@ -118,6 +118,19 @@ def read_json(path: str | Path, *, stage: str | None = None):
         raise StageFileError(f"{path} is not readable JSON ({err}){_redo(stage)}") from None
 
 
+def read_npz(path: str | Path, *, stage: str | None = None):
+    """A ``.npz`` archive (a context manager; no pickles), or an error naming the file."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise StageFileError(f"{path} does not exist{_redo(stage)}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise StageFileError(f"{path} is not a readable .npz archive ({err}){_redo(stage)}") from None
+
+
 def read_netcdf(path: str | Path, *, stage: str | None = None, inference_data: bool = False):
     """An xarray Dataset (or, with ``inference_data``, an arviz InferenceData) from netCDF."""
     path = Path(path)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import write_json, write_netcdf
+from faceaudit.files.outputs import DISPARITY_POSTERIOR as POSTERIOR
+from faceaudit.files.outputs import DISPARITY_SUMMARY as SUMMARY
 from faceaudit.stages import FIT_DRAWS, StageResult
 from faceaudit.tables import disparity as tables
 
 NAME = "disparity"
 DESCRIBE = "Bayesian disparity model of per-image on-manifold rates"
-POSTERIOR = "posterior.nc"
-SUMMARY = "disparity.json"
 OUTCOME = "share of generated faces on the real manifold of their group (k-NN precision per image)"
 
 

@@ -27,21 +27,20 @@ from faceaudit import core
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import StageFileError, write_netcdf
 from faceaudit.files.manifest import MANIFEST
-from faceaudit.stages import FIT_DRAWS, StageResult
+from faceaudit.files.outputs import AUDIT_SPACE, METRICS, SELECTION, SPREADS
+from faceaudit.files.outputs import SELECTION_SUMMARY as SUMMARY
+from faceaudit.files.outputs import SHARE_CURVES as CURVES
+from faceaudit.stages import EXPLAIN_DRAWS, StageResult
 from faceaudit.tables import selection as tables
 
 NAME = "explain"
 DESCRIBE = "fit the training-mix model to per-group FD (audit space) and verification"
-SELECTION = "selection.nc"
-SUMMARY = "selection_summary.parquet"
-CURVES = "share_curves.parquet"
-SPREADS = "identity_spreads.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     training_size: float  # images in the generator's training set (not identifiable from FD)
-    draws: int = FIT_DRAWS  # posterior draws per chain (and as many warm-up steps)
+    draws: int = EXPLAIN_DRAWS  # posterior draws per chain (and as many warm-up steps)
     chains: int = 2
     seed: int = 0
     length_scale: float | None = None  # transfer length scale; default: median gap between group means
@@ -57,7 +56,7 @@ class Settings:
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
-    return [MANIFEST, "metrics.parquet", "audit_space.npz"] + ([SPREADS] if folder.exists(SPREADS) else [])
+    return [MANIFEST, METRICS, AUDIT_SPACE] + ([SPREADS] if folder.exists(SPREADS) else [])
 
 
 def _observed_fd(metrics: pd.DataFrame, groups: list[str], where) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -127,9 +126,9 @@ def _verification_design(folder: AuditFolder, metrics, groups, generators):
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
     from faceaudit.models.selection import SHARE_CONCENTRATION, SelectionDesign
 
-    metrics = folder.read_parquet("metrics.parquet", stage="measure")
+    metrics = folder.read(METRICS)
     try:
-        with np.load(folder.file("audit_space.npz")) as z:
+        with folder.read(AUDIT_SPACE) as z:
             groups = [str(g) for g in z["groups"]]
             means, covs = z["reference_means"], z["reference_covs"]
             counts = z["reference_counts"].astype(float)
@@ -140,7 +139,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     if d < len(groups):
         raise ValueError(f"the audit space has {d} dimensions for {len(groups)} groups; the fit needs at least one "
                          f"per group, i.e. about {10 * len(groups)} images per group and set")
-    generators, fd, se = _observed_fd(metrics, groups, folder.file("metrics.parquet"))
+    generators, fd, se = _observed_fd(metrics, groups, folder.file(METRICS))
     gaps = np.sqrt(((means[:, None] - means[None]) ** 2).sum(-1))[np.triu_indices(len(groups), 1)]
     length_scale = settings.length_scale or float(np.median(gaps))
     directions = np.linalg.qr(np.random.default_rng(settings.seed).normal(size=(d, len(groups))))[0].T

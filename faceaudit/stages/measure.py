@@ -31,20 +31,28 @@ from faceaudit.files.folder import AuditFolder
 from faceaudit.files.images import pixel_pair
 from faceaudit.files.io import atomic_write_bytes, progress_bar
 from faceaudit.files.manifest import MANIFEST
+from faceaudit.files.outputs import (
+    AUDIT_SPACE,
+    CONTRASTS,
+    GROUP_CONTRASTS,
+    IMAGE_METRICS,
+    METRICS,
+    PROMPT_METRICS,
+    SPREADS,
+)
 from faceaudit.files.store import INDEX, edit_target, text_key
 from faceaudit.stages import StageResult
 from faceaudit.tables import catalogue
-from faceaudit.tables.metrics import ALL, DistributionSettings, audit_space, check_group_sizes, distribution_rows
+from faceaudit.tables.metrics import (
+    ALL,
+    DistributionSettings,
+    audit_space,
+    check_group_sizes,
+    distribution_rows,
+)
 
 NAME = "measure"
 DESCRIBE = "per-group metrics with intervals"
-METRICS = "metrics.parquet"
-IMAGE_METRICS = "image_metrics.parquet"
-PROMPT_METRICS = "prompt_metrics.parquet"  # the perceive stage writes faithfulness.parquet (requested vs depicted)
-AUDIT_SPACE = "audit_space.npz"
-SPREADS = "identity_spreads.json"
-CONTRASTS = "contrasts.parquet"
-GROUP_CONTRASTS = "group_contrasts.parquet"  # every group against the best one (the report's overview shades these)
 IDENTITY_THRESHOLD = {"dlib": 0.6}  # descriptor distance below which two faces are one person
 CLUSTER_BOOTSTRAP = 200
 

@@ -43,6 +43,9 @@ from faceaudit import core
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import write_json, write_netcdf
 from faceaudit.files.manifest import MANIFEST
+from faceaudit.files.outputs import FAITHFULNESS, PERCEIVED, REPRESENTATION
+from faceaudit.files.outputs import PERCEIVE_SUMMARY as SUMMARY
+from faceaudit.files.outputs import REPRESENTATION_POSTERIOR as POSTERIOR
 from faceaudit.files.prompts import ZERO_SHOT_TEMPLATES, zero_shot_prompts
 from faceaudit.files.store import INDEX, text_key
 from faceaudit.stages import StageResult
@@ -51,11 +54,6 @@ from faceaudit.tables.representation import FitSettings
 
 NAME = "perceive"
 DESCRIBE = "who gets drawn: perceived attributes, corrected for the classifier's confusion"
-PERCEIVED = "perceived.parquet"
-FAITHFULNESS = "faithfulness.parquet"
-REPRESENTATION = "representation.parquet"
-POSTERIOR = "representation.nc"
-SUMMARY = "perceive.json"
 CLASSIFIER_LABELS = "classifier_labels.parquet"  # the simulated classifier's labels (written by simulate)
 CLASSIFIERS = ("clip", "checkpoint", "skin_tone", "simulated")
 ITA = "skin tone (ITA)"

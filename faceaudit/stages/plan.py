@@ -15,6 +15,7 @@ from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import atomic_write_bytes, read_netcdf, write_json
+from faceaudit.files.outputs import PLAN, PLAN_FIGURE, PLAN_SUMMARY, SELECTION
 from faceaudit.stages import StageResult
 from faceaudit.tables import figures
 from faceaudit.tables import selection as tables
@@ -33,7 +34,7 @@ class Settings:
     budget: float | None = None  # extra training images; default BUDGET_SHARE x the training size
     objective: str = "fd"
     generator: str | None = None  # in selection.nc (default: the first)
-    selection: str = "selection.nc"  # relative to the folder, or absolute
+    selection: str = SELECTION  # relative to the folder, or absolute
     world: str | None = None  # plan under a simulated world's truth instead (world.npz)
 
     def __post_init__(self):
@@ -66,8 +67,8 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     budget = settings.budget or BUDGET_SHARE * training_size
     table, _ = tables.plan_table(labels, target, mix, budget, objective=settings.objective, identity=identity)
     curves = tables.share_curves(labels, target, mix)
-    folder.write_parquet("plan.parquet", table)
-    write_json(folder.file("plan.json"), {"budget": budget, "objective": settings.objective,
+    folder.write_parquet(PLAN, table)
+    write_json(folder.file(PLAN_SUMMARY), {"budget": budget, "objective": settings.objective,
                                           "groups": table.to_dict(orient="records")})
-    atomic_write_bytes(folder.file("plan.png"), figures.plan(table, curves, settings.objective))
-    return StageResult(("plan.parquet", "plan.json", "plan.png"), {"table": table, "budget": budget})
+    atomic_write_bytes(folder.file(PLAN_FIGURE), figures.plan(table, curves, settings.objective))
+    return StageResult((PLAN, PLAN_SUMMARY, PLAN_FIGURE), {"table": table, "budget": budget})

@@ -28,18 +28,31 @@ import pandas as pd
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import atomic_write_text
 from faceaudit.files.manifest import MANIFEST
+from faceaudit.files.outputs import (
+    CONTRASTS,
+    DISPARITY_SUMMARY,
+    FAITHFULNESS,
+    GROUP_CONTRASTS,
+    IMAGE_METRICS,
+    METRICS,
+    PERCEIVE_SUMMARY,
+    PLAN,
+    PLAN_SUMMARY,
+    PROMPT_METRICS,
+    REPORT,
+    REPRESENTATION,
+    SELECTION_SUMMARY,
+    SHARE_CURVES,
+)
 from faceaudit.files.records import RECORDS, disagreements
 from faceaudit.stages import StageResult
 from faceaudit.tables import catalogue, figures
 
 NAME = "report"
 DESCRIBE = "write the HTML report"
-REPORT = "report.html"
-OPTIONAL = {"disparity.json": "disparity", "selection_summary.parquet": "explain", "share_curves.parquet": "explain",
-            "plan.parquet": "plan", "plan.json": "plan", "contrasts.parquet": "measure",
-            "prompt_metrics.parquet": "measure", "group_contrasts.parquet": "measure",
-            "image_metrics.parquet": "measure", "faithfulness.parquet": "perceive",
-            "representation.parquet": "perceive", "perceive.json": "perceive"}  # file -> the stage that writes it
+# The stage files a report shows where they exist (who writes each: files.outputs.FILES).
+OPTIONAL = (DISPARITY_SUMMARY, SELECTION_SUMMARY, SHARE_CURVES, PLAN, PLAN_SUMMARY, CONTRASTS, PROMPT_METRICS,
+            GROUP_CONTRASTS, IMAGE_METRICS, FAITHFULNESS, REPRESENTATION, PERCEIVE_SUMMARY)
 THUMBNAILS = 6  # images shown per group or prompt in each grid
 THUMBNAIL_PIXELS = 128  # longest side
 THUMBNAIL_BYTES = 24_000  # cap per thumbnail: with THUMBNAILS per grid a 10,000-image audit's report stays a few MB
@@ -69,7 +82,7 @@ class Settings:
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
-    return [MANIFEST, "metrics.parquet", *(name for name in OPTIONAL if folder.exists(name))]
+    return [MANIFEST, METRICS, *(name for name in OPTIONAL if folder.exists(name))]
 
 
 class Finding(NamedTuple):
@@ -491,20 +504,18 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
 
 
 def _read(folder: AuditFolder) -> dict:
-    return {"metrics": folder.read_parquet("metrics.parquet", stage="measure"), **_read_optional(folder)}
+    return {"metrics": folder.read(METRICS), **_read_optional(folder)}
 
 
 def _read_optional(folder: AuditFolder) -> dict:
     """The stage files a report shows where they exist, by name with "." as "_"."""
-    return {name.replace(".", "_"): (folder.read_json(name, stage=stage) if name.endswith(".json")
-                                     else folder.read_parquet(name, stage=stage))
-            for name, stage in OPTIONAL.items() if folder.exists(name)}
+    return {name.replace(".", "_"): folder.read(name) for name in OPTIONAL if folder.exists(name)}
 
 
 def _random_weights(folder: AuditFolder) -> list[str]:
     out = [f"{role}: {e['encoder']}" for role, e in folder.index.items() if e["encoder"].endswith(":random")]
-    if folder.exists("perceive.json"):
-        out += [f"perceived attributes: {c}" for c in folder.read_json("perceive.json", stage="perceive").get(
+    if folder.exists(PERCEIVE_SUMMARY):
+        out += [f"perceived attributes: {c}" for c in folder.read(PERCEIVE_SUMMARY).get(
             "random_weights", [])]
     return out
 

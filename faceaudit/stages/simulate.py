@@ -38,6 +38,7 @@ from faceaudit import core
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import atomic_write_bytes, write_json, write_parquet
 from faceaudit.files.manifest import MANIFEST, content_hash, group_label, write_manifest
+from faceaudit.files.outputs import CLASSIFIER_LABELS, SPREADS, TRUTH, WORLD
 from faceaudit.files.prompts import NEUTRAL_SUBJECTS, invented_names, neutral_prompt, render
 from faceaudit.files.store import EMBEDDINGS, INDEX, EmbeddingStore, index_entry, write_index
 from faceaudit.stages import StageResult
@@ -46,8 +47,6 @@ NAME = "simulate"
 DESCRIBE = "draw a simulated world and its audit embeddings"
 SIMULATED_ENCODER = "simulated"
 SIMULATED_PREPROCESSING = "none"
-SPREADS = "identity_spreads.json"
-CLASSIFIER_LABELS = "classifier_labels.parquet"
 SIMULATED_CLASSIFIER = "simulated"
 LABEL_COLUMNS = ["attribute", "category", "probability", "classifier"]
 
@@ -470,8 +469,8 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     write_manifest(out / MANIFEST, audit.manifest, ["race", "gender"], source="simulate", seed=settings.seed)
     write_json(out / SPREADS, audit.spreads)
     write_parquet(out / CLASSIFIER_LABELS, audit.labels)
-    atomic_write_bytes(out / "world.npz", audit.world.to_npz())
-    write_json(out / "truth.json", audit.truth)
-    return StageResult((MANIFEST, INDEX, f"{EMBEDDINGS}/{store.folder.name}", SPREADS, CLASSIFIER_LABELS, "world.npz",
-                        "truth.json"),
+    atomic_write_bytes(out / WORLD, audit.world.to_npz())
+    write_json(out / TRUTH, audit.truth)
+    return StageResult((MANIFEST, INDEX, f"{EMBEDDINGS}/{store.folder.name}", SPREADS, CLASSIFIER_LABELS, WORLD,
+                        TRUTH),
                        {"truth": audit.truth})

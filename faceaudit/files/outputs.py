@@ -1,0 +1,59 @@
+"""Every file of an audit folder, named once: its name, the stage that writes it and what it
+holds. The stages import their file names from here, ``AuditFolder.read`` finds the writing
+stage (for an error that says which stage to redo) and the report reads the table of what
+to show, so a renamed or added file is one line here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from faceaudit.files.manifest import MANIFEST
+from faceaudit.files.store import INDEX
+
+
+class StageFile(NamedTuple):
+    name: str
+    stage: str  # the stage that writes it (the manifest: simulate, generate or ingest; the index: embed or simulate)
+    what: str
+
+
+_FILES = (
+    StageFile(MANIFEST, "simulate", "one row per image: path, role, group labels, prompt, seed, edit"),
+    StageFile(INDEX, "embed", "which encoder and preprocessing serve each embedding role"),
+    StageFile("identity_spreads.json", "simulate", "real within/between identity variances (for explain)"),
+    StageFile("classifier_labels.parquet", "simulate", "the simulated classifier's perceived labels"),
+    StageFile("truth.json", "simulate", "the simulated world's answer key (never read by inference)"),
+    StageFile("world.npz", "simulate", "the simulated world's arrays (plan-mix --world)"),
+    StageFile("perceived.parquet", "perceive", "one row per image and attribute: the perceived category"),
+    StageFile("faithfulness.parquet", "perceive", "requested vs depicted group, corrected for the classifier"),
+    StageFile("representation.parquet", "perceive", "whom each neutral prompt draws, against the reference mix"),
+    StageFile("representation.nc", "perceive", "the representation model's posterior"),
+    StageFile("perceive.json", "perceive", "classifier accuracy, sensitivity, diagnostics, faces not found"),
+    StageFile("metrics.parquet", "measure", "per group and metric: value, interval, estimand"),
+    StageFile("image_metrics.parquet", "measure", "per image: CLIP score, nearest reference face"),
+    StageFile("prompt_metrics.parquet", "measure", "per prompt: faithfulness means"),
+    StageFile("audit_space.npz", "measure", "the audit space: basis, centre, reference counts"),
+    StageFile("contrasts.parquet", "measure", "pairwise group differences with intervals"),
+    StageFile("group_contrasts.parquet", "measure", "every group against the best one"),
+    StageFile("posterior.nc", "disparity", "the disparity model's posterior"),
+    StageFile("disparity.json", "disparity", "group means, P(worst), contrasts, diagnostics"),
+    StageFile("selection.nc", "explain", "the training-mix model's posterior"),
+    StageFile("selection_summary.parquet", "explain", "each group's training share with its interval"),
+    StageFile("share_curves.parquet", "explain", "FD against training share, per group"),
+    StageFile("plan.parquet", "plan", "the planned extra images per group beside the alternatives"),
+    StageFile("plan.json", "plan", "the plan's budget and objective"),
+    StageFile("plan.png", "plan", "the plan's figure"),
+    StageFile("report.html", "report", "the report"),
+)
+FILES: dict[str, StageFile] = {f.name: f for f in _FILES}
+
+SPREADS, CLASSIFIER_LABELS, TRUTH, WORLD = "identity_spreads.json", "classifier_labels.parquet", "truth.json", "world.npz"
+PERCEIVED, FAITHFULNESS, REPRESENTATION = "perceived.parquet", "faithfulness.parquet", "representation.parquet"
+REPRESENTATION_POSTERIOR, PERCEIVE_SUMMARY = "representation.nc", "perceive.json"
+METRICS, IMAGE_METRICS, PROMPT_METRICS = "metrics.parquet", "image_metrics.parquet", "prompt_metrics.parquet"
+AUDIT_SPACE, CONTRASTS, GROUP_CONTRASTS = "audit_space.npz", "contrasts.parquet", "group_contrasts.parquet"
+DISPARITY_POSTERIOR, DISPARITY_SUMMARY = "posterior.nc", "disparity.json"
+SELECTION, SELECTION_SUMMARY, SHARE_CURVES = "selection.nc", "selection_summary.parquet", "share_curves.parquet"
+PLAN, PLAN_SUMMARY, PLAN_FIGURE, REPORT = "plan.parquet", "plan.json", "plan.png", "report.html"
+
