@@ -20,7 +20,7 @@ from pathlib import Path
 from faceaudit.files import records
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.lock import folder_lock
-from faceaudit.stages import FIT_DRAWS, StageResult
+from faceaudit.stages import EXPLAIN_DRAWS, FIT_DRAWS, StageResult
 
 try:
     VERSION = metadata.version("faceaudit")
@@ -32,7 +32,7 @@ except metadata.PackageNotFoundError:  # a source tree that is not installed
 class AuditSettings:
     out: Path = Path("faceaudit-out")
     seed: int = 0
-    draws: int = FIT_DRAWS  # posterior draws (and warm-up steps) per chain, disparity and explain
+    draws: int | None = None  # posterior draws (and warm-up steps) per chain of both fits (None: FIT_DRAWS, EXPLAIN_DRAWS)
     chains: int = 2
     simulate_config: Path | None = None
     force: tuple[str, ...] = ()  # stages to redo whatever their records say ("all": every one)
@@ -53,6 +53,8 @@ class AuditSettings:
         """Options are checked when the settings are built: before any work, in --dry-run too."""
         for name, minimum in (("draws", 1), ("chains", 1), ("seed", 0), ("bootstrap", 0)):
             value = getattr(self, name)
+            if name == "draws" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"--{name} must be an integer >= {minimum}, got {value!r}")
         if self.ray_workers is not None and self.ray_workers < 1:
@@ -125,9 +127,10 @@ def steps(settings: AuditSettings) -> list[Step]:
     distribution = DistributionSettings(interval=settings.interval, bootstrap=settings.bootstrap,
                                         **({"metrics": settings.metrics} if settings.metrics else {}))
     out += [Step(measure, measure.Settings(settings.seed, distribution)),
-            Step(disparity, disparity.Settings(settings.draws, settings.chains, settings.seed))]
+            Step(disparity, disparity.Settings(settings.draws or FIT_DRAWS, settings.chains, settings.seed))]
     if training_size is not None:  # FD does not identify the training size: explain needs it given
-        out += [Step(explain, explain.Settings(float(training_size), settings.draws, settings.chains, settings.seed)),
+        out += [Step(explain, explain.Settings(float(training_size), settings.draws or EXPLAIN_DRAWS, settings.chains,
+                                               settings.seed)),
                 Step(plan, plan.Settings(settings.plan_budget))]
     out.append(Step(report, report.Settings()))
     return out

@@ -9,7 +9,7 @@ import typer
 
 from faceaudit.cli.app import METRICS_HELP, app, bold, console, failing, metric_names, warn
 from faceaudit.cli.stages import RayAddress, RayWorkers
-from faceaudit.stages import FIT_DRAWS
+from faceaudit.stages import EXPLAIN_DRAWS, FIT_DRAWS
 
 
 @app.command()
@@ -23,7 +23,7 @@ def audit(
     simulate_config: Annotated[Path | None, typer.Option(help="TOML file with a [simulate] table for the simulated world.")] = None,
     plan_budget: Annotated[float | None, typer.Option(help="Extra training images to plan (default: a quarter of the training size).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
-    draws: Annotated[int, typer.Option(help="Posterior draws (and warm-up steps) per chain, disparity and explain.")] = FIT_DRAWS,
+    draws: Annotated[int | None, typer.Option(help=f"Posterior draws (and warm-up steps) per chain of both fits [default: {FIT_DRAWS} disparity, {EXPLAIN_DRAWS} explain].")] = None,
     chains: Annotated[int, typer.Option(help="Chains per posterior fit.")] = 2,
     interval: Annotated[str, typer.Option(help="Interval of the distribution metrics: jackknife (default) or basic/percentile/bca.")] = "jackknife",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates (bootstrap intervals only).")] = 0,

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from faceaudit.cli.app import METRICS_HELP, app, bold, console, failing, metric_names, table, warn
-from faceaudit.stages import FIT_DRAWS
+from faceaudit.stages import EXPLAIN_DRAWS, FIT_DRAWS
 
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
 RayAddress = Annotated[str | None, typer.Option(
@@ -264,7 +264,7 @@ def _print_diagnostics(diag: dict) -> None:
 def explain(
     audit: AuditDir,
     training_size: Annotated[float, typer.Option(help="Images in the generator's training set (FD does not identify it; a simulated world's is in its config).")],
-    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = FIT_DRAWS,
+    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = EXPLAIN_DRAWS,
     chains: Annotated[int, typer.Option(help="Chains.")] = 2,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     share_concentration: Annotated[float | None, typer.Option(
