@@ -14,6 +14,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from . import _group_metrics as metrics  # noqa: E402
+from ._audit_space import AuditSpace, audit_dimension, audit_space, space_rows  # noqa: E402
 from ._cosine import clip_score, cosine_similarity, directional_similarity, image_similarity, pixel_distances  # noqa: E402
 from ._frechet import (  # noqa: E402
     FDInfinity,
@@ -32,19 +33,11 @@ from ._groups import (  # noqa: E402
     GroupEstimates,
     Scheme,
     by_group,
-    pooled,
     contrast,
     group_contrast,
     group_labels,
+    pooled,
     values_by_group,
-)
-from ._intervals import (  # noqa: E402
-    basic_interval,
-    bca_interval,
-    jackknife_variance,
-    percentile_interval,
-    t_interval,
-    wilson_interval,
 )
 from ._identity import (  # noqa: E402
     IdentitySpread,
@@ -55,11 +48,28 @@ from ._identity import (  # noqa: E402
     kinds_verification,
     ncx2_cdf,
 )
+from ._intervals import (  # noqa: E402
+    basic_interval,
+    bca_interval,
+    jackknife_variance,
+    percentile_interval,
+    t_interval,
+    wilson_interval,
+)
 from ._linalg import xla_only  # noqa: E402
-from ._audit_space import AuditSpace, audit_dimension, audit_space, space_rows  # noqa: E402
 from ._mmd import KIDResult, gaussian_mmd2, kid, median_bandwidth, mmd2, mmd2_weighted  # noqa: E402
 from ._planning import PlanResult, evaluate_allocation, plan_mix, with_extra  # noqa: E402
 from ._prdc import PRDC, Membership, knn_membership, nearest_distance, prdc  # noqa: E402
+from ._representation import (  # noqa: E402
+    adjusted_classify_and_count,
+    category_counts,
+    check_reference_mix,
+    confusion_counts,
+    confusion_matrix,
+    hdi,
+    mix_divergences,
+    zero_shot_probabilities,
+)
 from ._selection import (  # noqa: E402
     FDPrediction,
     GeneratedGaussians,
@@ -77,16 +87,6 @@ from ._selection import (  # noqa: E402
     sample_training_stats,
     target_roots,
     transfer_kernel,
-)
-from ._representation import (  # noqa: E402
-    adjusted_classify_and_count,
-    category_counts,
-    check_reference_mix,
-    confusion_counts,
-    confusion_matrix,
-    hdi,
-    mix_divergences,
-    zero_shot_probabilities,
 )
 from ._skin_tone import ITA_CATEGORIES, MONK_CATEGORIES, ita, ita_category, monk_bin, skin_tone, srgb_to_lab  # noqa: E402
 from ._vendi import vendi_score, vendi_score_weighted  # noqa: E402

@@ -30,8 +30,9 @@ from typing import ClassVar, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from . import _frechet, _linalg, _mmd, _prdc, _vendi
 from faceaudit.metric_info import COMMON_SIZE, PROPORTION, MetricInfo
+
+from . import _frechet, _linalg, _mmd, _prdc, _vendi
 
 
 def _fd_both_from_grams(gxx, gyy, gxy, wx, wy, plugin: bool = False):
