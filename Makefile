@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-all bench clean
+.PHONY: run test test-all bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,9 @@ test-all: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/metrics.py --out benchmarks/results/metrics.json
 
+## docs: build the documentation site into site/ offline (methods, validation, scale-out, API reference)
+docs: $(VENV)/.test
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site
