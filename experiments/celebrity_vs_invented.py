@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from faceaudit import core  # noqa: E402
 from faceaudit.files.io import atomic_write_text  # noqa: E402
-from faceaudit.stages.simulate import SimulationConfig, draw_audit  # noqa: E402
+from faceaudit.tables.simulation import SimulationConfig, draw_audit  # noqa: E402
 
 
 def measured_accuracy(x, identity, key):

@@ -33,7 +33,7 @@ from numpyro.infer import MCMC, Predictive
 from faceaudit import core
 from faceaudit.files.io import atomic_write_bytes, atomic_write_text
 from faceaudit.models.selection import SelectionDesign, VerificationDesign, selection_kernel, selection_model
-from faceaudit.stages.simulate import SimulationConfig, draw_world
+from faceaudit.tables.simulation import SimulationConfig, draw_world
 
 FAMILIES = ("shares", "transfer", "log_shrinkage", "diversity", "shift")
 RANK_DRAWS = 99  # thinned posterior draws per rank: ranks take 100 values

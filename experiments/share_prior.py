@@ -62,7 +62,7 @@ def _with_true_values(folder: Path, inputs: str) -> Path:
     import pandas as pd
 
     from faceaudit import core
-    from faceaudit.stages.simulate import World
+    from faceaudit.tables.simulation import World
 
     if inputs == "measured":
         return folder
@@ -97,7 +97,7 @@ def fit_world(skew: float, seed: int, concentrations, draws: int, work: Path, in
     from faceaudit.files.io import read_netcdf
     from faceaudit.pipeline import run_stage
     from faceaudit.stages import explain, measure, simulate
-    from faceaudit.stages.simulate import SimulationConfig, World
+    from faceaudit.tables.simulation import SimulationConfig, World
 
     config = SimulationConfig(race_shares=skewed_shares(len(SimulationConfig.races), skew))
     measured = work / f"skew{skew}-seed{seed}"

@@ -94,6 +94,7 @@ class Step:
 def steps(settings: AuditSettings) -> list[Step]:
     """The stages of this audit: simulated, from a spec, or from the user's images."""
     from faceaudit.stages import disparity, embed, explain, generate, ingest, measure, perceive, plan, report, simulate
+    from faceaudit.tables import simulation
     from faceaudit.tables.metrics import DistributionSettings
 
     out: list[Step] = []
@@ -118,8 +119,8 @@ def steps(settings: AuditSettings) -> list[Step]:
         out += [Step(ingest, ingest.Settings(Path(settings.images), Path(settings.manifest), settings.allow_outside_images)),
                 Step(embed, embed.Settings(encoders, perceived.templates))]
     else:
-        config = (simulate.SimulationConfig.from_toml(settings.simulate_config) if settings.simulate_config
-                  else simulate.SimulationConfig())
+        config = (simulation.SimulationConfig.from_toml(settings.simulate_config) if settings.simulate_config
+                  else simulation.SimulationConfig())
         out.append(Step(simulate, simulate.Settings(settings.seed, config)))
         training_size = training_size or float(config.training_size)  # the simulated default passes its own
         perceived = perceive.Settings(classifiers=("simulated",), fit=fit)

@@ -346,10 +346,11 @@ def test_the_overview_fits_one_screen_and_no_escaped_text_shows(audited, tmp_pat
 def test_hostile_labels_and_file_names_are_shown_as_text_and_run_nothing(tmp_path):
     from faceaudit.pipeline import run_stage
     from faceaudit.stages import measure, perceive, report, simulate
+    from faceaudit.tables import simulation
 
     hostile = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>')
     folder = tmp_path / '"><img src=x onerror=alert(2)>&'
-    config = simulate.SimulationConfig(races=hostile, genders=("&", "b"), race_shares=(0.3, 0.7), dim=6,
+    config = simulation.SimulationConfig(races=hostile, genders=("&", "b"), race_shares=(0.3, 0.7), dim=6,
                                        reference_per_group=40, group_images=40, invented_identities=2,
                                        celebrity_identities=0, seeds_per_identity=2, labelled_identities=6,
                                        neutral_prompts=2, neutral_images=30, generator="<b>gen</b>")

@@ -128,8 +128,9 @@ def test_broken_stage_files_are_named_with_what_to_do(tmp_path, rng):
     from faceaudit.files.store import EmbeddingStore
     from faceaudit.pipeline import run_stage
     from faceaudit.stages import simulate
+    from faceaudit.tables import simulation
 
-    config = simulate.SimulationConfig(races=("A", "B"), genders=("x",), race_shares=(0.5, 0.5), dim=4,
+    config = simulation.SimulationConfig(races=("A", "B"), genders=("x",), race_shares=(0.5, 0.5), dim=4,
                                        reference_per_group=30, group_images=30, invented_identities=2,
                                        celebrity_identities=0, seeds_per_identity=2, labelled_identities=4)
     run_stage(tmp_path, simulate, simulate.Settings(0, config))
@@ -347,8 +348,9 @@ def test_a_held_folder_is_refused_at_once_naming_the_holder_and_a_stale_lock_is_
     from faceaudit.files.lock import LOCK
     from faceaudit.pipeline import run_stage
     from faceaudit.stages import simulate
+    from faceaudit.tables import simulation
 
-    config = simulate.SimulationConfig(races=("A", "B"), genders=("x", "y"), race_shares=(0.5, 0.5), dim=4,
+    config = simulation.SimulationConfig(races=("A", "B"), genders=("x", "y"), race_shares=(0.5, 0.5), dim=4,
                                        reference_per_group=30, group_images=30, invented_identities=2,
                                        celebrity_identities=0, seeds_per_identity=2, labelled_identities=4,
                                        neutral_prompts=1, neutral_images=10)

@@ -19,6 +19,7 @@ from faceaudit.files.spec import SpecError, load_spec
 from faceaudit.pipeline import run_stage
 from faceaudit.stages import perceive, report, simulate
 from faceaudit.tables import representation as tables
+from faceaudit.tables import simulation
 from tests.cli import run as cli
 
 WORLDS = 30  # the reduced coverage study; the full one runs 400 (K = 4) and 200 (K = 8)
@@ -74,7 +75,7 @@ def test_equal_truth_prompts_of_unequal_size_show_no_manufactured_skew(coverage_
 
 # --- the stage on a simulated world ------------------------------------------------------
 
-CONFIG = simulate.SimulationConfig(dim=8, reference_per_group=120, group_images=120, invented_identities=2,
+CONFIG = simulation.SimulationConfig(dim=8, reference_per_group=120, group_images=120, invented_identities=2,
                                    celebrity_identities=1, seeds_per_identity=2, labelled_identities=10,
                                    neutral_prompts=4, neutral_images=150)
 

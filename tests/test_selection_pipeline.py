@@ -13,9 +13,9 @@ from faceaudit.files.manifest import read_manifest
 from faceaudit.files.store import EmbeddingStore
 from faceaudit.pipeline import run_stage
 from faceaudit.stages import explain, measure, plan, simulate
-from faceaudit.stages.simulate import SimulationConfig, World
 from faceaudit.tables import selection as tables
 from faceaudit.tables.metrics import DistributionSettings
+from faceaudit.tables.simulation import SimulationConfig, World
 
 SMALL = SimulationConfig(races=("Asian", "White"), genders=("man", "woman"), race_shares=(0.15, 0.85), dim=8,
                          training_size=3000, reference_per_group=160, group_images=150, invented_identities=6,

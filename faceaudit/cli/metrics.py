@@ -131,8 +131,8 @@ def demo(
 
     from faceaudit import core
     from faceaudit.files.io import check_output_file, write_json
-    from faceaudit.stages.simulate import SimulationConfig, draw_audit
     from faceaudit.tables.metrics import DistributionSettings, distribution_rows
+    from faceaudit.tables.simulation import SimulationConfig, draw_audit
 
     with failing():
         check_output_file(json_out, "--json")

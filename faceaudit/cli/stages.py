@@ -37,9 +37,10 @@ def simulate(
     (manifest.parquet, the embedding store, identity_spreads.json), plus its answer key
     (truth.json, world.npz) for checking every command against the truth."""
     from faceaudit.stages import simulate as stage
+    from faceaudit.tables.simulation import SimulationConfig
 
     with failing():
-        cfg = stage.SimulationConfig.from_toml(config) if config else stage.SimulationConfig()
+        cfg = SimulationConfig.from_toml(config) if config else SimulationConfig()
         with console.status("drawing the world"):
             truth = _run(out, stage, stage.Settings(seed, cfg)).summary["truth"]
     rows = [[g, f"{v['share']:.3f}", f"{v['n_effective']:.0f}", f"{v['fd_expected']:.3f}", f"{v['fd_true']:.3f}",

@@ -50,7 +50,7 @@ def inputs(folder: AuditFolder, settings: Settings) -> list:
 
 def _sources(folder: AuditFolder, settings: Settings):
     if settings.world is not None:
-        from faceaudit.stages.simulate import World
+        from faceaudit.tables.simulation import World
 
         world = World.from_npz(Path(settings.world) if Path(settings.world).is_absolute() else folder.file(settings.world))
         return world.labels, world.world, world.mix, world.identity, float(world.mix.size)
