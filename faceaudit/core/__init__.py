@@ -49,10 +49,12 @@ from ._identity import (  # noqa: E402
     ncx2_cdf,
 )
 from ._intervals import (  # noqa: E402
+    Proportion,
     basic_interval,
     bca_interval,
     jackknife_variance,
     percentile_interval,
+    proportion,
     t_interval,
     wilson_interval,
 )
@@ -185,6 +187,8 @@ __all__ = [
     "noise_free_generator",
     "pair_scores",
     "percentile_interval",
+    "proportion",
+    "Proportion",
     "pixel_distances",
     "plan_mix",
     "prdc",

@@ -35,6 +35,8 @@ their sample counts (Efron & Tibshirani 1993, eq. 14.15).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
@@ -137,6 +139,23 @@ def t_interval(estimate, se, df, confidence: float) -> tuple[np.ndarray, np.ndar
     q = np.where(np.isfinite(df), stats.t.ppf(0.5 + confidence / 2.0, np.where(np.isfinite(df), df, 1.0)),
                  stats.norm.ppf(0.5 + confidence / 2.0))
     return estimate - q * se, estimate + q * se
+
+
+class Proportion(NamedTuple):
+    """A share with its binomial standard error and Wilson interval."""
+
+    value: float
+    se: float
+    low: float
+    high: float
+
+
+def proportion(successes: int, n: int, confidence: float = 0.95) -> Proportion:
+    """``successes / n`` with the binomial SE ``sqrt(p (1 - p) / n)`` and the Wilson interval
+    (a face-detection failure rate, a share of edits keeping the identity)."""
+    low, high = wilson_interval(successes, n, confidence)
+    p = successes / n
+    return Proportion(float(p), float(np.sqrt(p * (1.0 - p) / n)), float(low), float(high))
 
 
 def wilson_interval(successes, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

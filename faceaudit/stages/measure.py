@@ -251,10 +251,9 @@ def _identity_rows(folder, generators, key, settings, progress) -> list[dict]:
         in_group = in_gen & (manifest["group"].to_numpy() == group)
         n = int(in_group.sum())
         if n:
-            misses = int((~found[in_group]).sum())
-            low, high = core.wilson_interval(misses, n, confidence)
-            rows.append(_row(generator, group, "face_not_found", "", misses / n, low, high,
-                             np.sqrt(misses / n * (1 - misses / n) / n), n, 0, encoder, confidence, "wilson"))
+            share = core.proportion(int((~found[in_group]).sum()), n, confidence)
+            rows.append(_row(generator, group, "face_not_found", "", share.value, share.low, share.high, share.se, n,
+                             0, encoder, confidence, "wilson"))
         usable = in_gen & named & found
         groups = manifest.loc[usable, "group"].to_numpy()
         # The same name prompted as two different groups is two different people.
@@ -365,10 +364,9 @@ def _faithfulness_rows(frame: pd.DataFrame, settings: Settings, key) -> list[dic
                 continue
             if metric == "identity_preserved":
                 for group, v in values.groupby("group")[metric]:
-                    kept, n = int(v.sum()), int(v.size)
-                    low, high = core.wilson_interval(kept, n, confidence)
-                    rows.append(_row(generator, group, metric, edit, kept / n, low, high,
-                                     np.sqrt(kept / n * (1 - kept / n) / n), n, 0, "", confidence, "wilson"))
+                    share = core.proportion(int(v.sum()), int(v.size), confidence)
+                    rows.append(_row(generator, group, metric, edit, share.value, share.low, share.high, share.se,
+                                     int(v.size), 0, "", confidence, "wilson"))
                 continue
             counts = values.groupby("group").size()
             usable = values[values["group"].isin(counts[counts >= 2].index)]

@@ -323,3 +323,12 @@ def test_equal_truth_unequal_sizes_shows_no_disparity(rng, metric):
     assert covered >= FLOOR, f"{covered}/{WORLDS} covered 0 (floor {FLOOR})"
     # No systematic gap: the mean standardised difference is within 4 of its own SE.
     assert abs(np.mean(gaps)) < monte_carlo(np.std(gaps) / np.sqrt(WORLDS))
+
+
+@pytest.mark.parametrize("successes, n", [(0, 10), (3, 10), (57, 200), (200, 200)])
+def test_a_proportion_is_the_share_its_binomial_se_and_scipys_wilson_interval(successes, n):
+    share = fc.proportion(successes, n, 0.9)
+    want = stats.binomtest(successes, n).proportion_ci(confidence_level=0.9, method="wilson")
+    p = successes / n
+    assert share.value == p and share.se == pytest.approx(np.sqrt(p * (1 - p) / n), rel=1e-15)
+    np.testing.assert_allclose([share.low, share.high], [want.low, want.high], rtol=FLOAT64_REFERENCE, atol=1e-15)
