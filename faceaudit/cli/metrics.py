@@ -149,8 +149,7 @@ def demo(
         print_rows(rows, "faceaudit demo (simulated)")
         head = [r for r in rows if r["metric"] == catalogue.HEADLINE and r["group"] != ALL]
         worst, best = max(head, key=lambda r: r["value"]), min(head, key=lambda r: r["value"])
-        c = core.contrast(worst["group"], worst["value"], worst["se"], worst["df"], best["group"], best["value"],
-                          best["se"], best["df"])
+        c = core.contrast(*(core.Estimate(r["group"], r["value"], r["se"], r["df"]) for r in (worst, best)))
         s = catalogue.info(catalogue.HEADLINE).scale
         console.print(f"worst-served group: {worst['group']} (KID x{s:g} {worst['value'] * s:.3g}); best: {best['group']} "
                       f"({best['value'] * s:.3g}); difference {c.difference * s:.3g} [{c.low * s:.3g}, {c.high * s:.3g}].")

@@ -30,6 +30,7 @@ from ._frechet import (  # noqa: E402
 from ._groups import (  # noqa: E402
     GROUP_METRICS,
     Contrast,
+    Estimate,
     GroupEstimates,
     Scheme,
     by_group,
@@ -110,6 +111,7 @@ __all__ = [
     "AuditSpace",
     "ClusteredAccuracy",
     "Contrast",
+    "Estimate",
     "FDInfinity",
     "FDPrediction",
     "GROUP_METRICS",

@@ -19,6 +19,14 @@ branch of a string dispatch (optax's ``GradientTransformation`` in spirit).
 ``size_dependent`` marks metrics whose *estimand* depends on the sample size: the Vendi
 score grows with ``n`` and PRDC's k-NN radii shrink with ``n``. Groups of different sizes
 are then compared at a common size (``by_group(common_size=...)``), never at their own.
+
+On the host a metric may share its expensive work across all weightings of a group:
+``host_jackknife`` (block sums and block moments: MMD^2, FD) or ``host_subsets`` (one
+sorted k-NN list: PRDC; Gram downdates: Vendi); ``_groups`` says when they are used.
+
+Each metric also says what it reports (``Reported``: its catalogue entries, data source,
+minimum group size, warnings), and ``REGISTRY`` lists the ones ``faceaudit metrics``, the
+measure stage and the report compute: a new metric is a class and a line there.
 """
 
 from __future__ import annotations

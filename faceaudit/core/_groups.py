@@ -688,15 +688,25 @@ def _jackknife_bias(shift, delete: float, blocks: int):
     return shift * (1.0 - f) / f
 
 
-def contrast(a: str, value_a, se_a, df_a, b: str, value_b, se_b, df_b, confidence: float = 0.95) -> Contrast:
+class Estimate(NamedTuple):
+    """One group's number with its standard error and degrees of freedom (a row of
+    ``metrics.parquet`` has these fields)."""
+
+    group: str
+    value: float
+    se: float
+    df: float
+
+
+def contrast(a: Estimate, b: Estimate, confidence: float = 0.95) -> Contrast:
     """``a - b`` of two independent estimates with a Welch t interval (infinite ``df``: normal)."""
-    diff = float(value_a - value_b)
-    var = [float(se_a) ** 2, float(se_b) ** 2]
+    diff = float(a.value - b.value)
+    var = [float(a.se) ** 2, float(b.se) ** 2]
     se = float(np.sqrt(sum(var)))
-    dofs = [np.inf if not np.isfinite(df) else df for df in (df_a, df_b)]
+    dofs = [np.inf if not np.isfinite(df) else df for df in (a.df, b.df)]
     df = float(_intervals.welch_df(var, dofs)) if all(np.isfinite(dofs)) else np.inf
     low, high = _intervals.t_interval(diff, se, df, confidence)
-    return Contrast(a, b, diff, se, df, float(low), float(high))
+    return Contrast(a.group, b.group, diff, se, df, float(low), float(high))
 
 
 def group_contrast(estimates: GroupEstimates, a: str, b: str) -> Contrast:
@@ -708,8 +718,8 @@ def group_contrast(estimates: GroupEstimates, a: str, b: str) -> Contrast:
     if a not in estimates.groups or b not in estimates.groups:
         raise ValueError(f"groups {a!r} and {b!r} must both be among {estimates.groups}")
     i, j = estimates.groups.index(a), estimates.groups.index(b)
-    return contrast(a, estimates.estimate[i], estimates.se[i], estimates.df[i],
-                    b, estimates.estimate[j], estimates.se[j], estimates.df[j], estimates.confidence)
+    return contrast(Estimate(a, estimates.estimate[i], estimates.se[i], estimates.df[i]),
+                    Estimate(b, estimates.estimate[j], estimates.se[j], estimates.df[j]), estimates.confidence)
 
 
 def values_by_group(

@@ -122,7 +122,7 @@ def run(folder: AuditFolder, settings: Settings, progress=progress_bar) -> Stage
     for j, generator in enumerate(progress(generators, "distribution metrics")):
         pick = picks[generator]
         found = distribution_rows(jax.random.fold_in(key, j), ref_x, ref_groups, x_all[pick],
-                                  manifest.loc[pick, "group"].to_numpy(), settings.distribution, space, measured)
+                                  manifest.loc[pick, "group"].to_numpy(), settings.distribution, (space, measured))
         rows += [dict(r, generator=generator, edit="", encoder=encoder) for r in found]
     outputs = [METRICS, IMAGE_METRICS, AUDIT_SPACE]
     _write_audit_space(folder, space, ref_x[measured], ref_groups[measured])
@@ -159,12 +159,15 @@ def contrasts(table: pd.DataFrame) -> pd.DataFrame:
         higher = catalogue.info(metric).higher_is_better
         ordered = part.sort_values("value", ascending=higher)
         worst, best = ordered.iloc[0], ordered.iloc[-1]
-        c = core.contrast(worst.group, worst.value, worst.se, worst.df, best.group, best.value, best.se, best.df,
-                          float(worst.confidence))
+        c = core.contrast(_estimate(worst), _estimate(best), float(worst.confidence))
         out.append(dict(generator=generator, metric=metric, edit=edit, worst=c.a, best=c.b, worst_value=worst.value,
                         best_value=best.value, difference=c.difference, se=c.se, df=c.df, low=c.low, high=c.high))
     return pd.DataFrame(out, columns=["generator", "metric", "edit", "worst", "best", "worst_value", "best_value",
                                       "difference", "se", "df", "low", "high"])
+
+
+def _estimate(row) -> core.Estimate:
+    return core.Estimate(row.group, row.value, row.se, row.df)
 
 
 def group_contrasts(table: pd.DataFrame) -> pd.DataFrame:
@@ -178,8 +181,7 @@ def group_contrasts(table: pd.DataFrame) -> pd.DataFrame:
         for row in part.itertuples():
             if row.group == best.group:
                 continue
-            c = core.contrast(row.group, row.value, row.se, row.df, best.group, best.value, best.se, best.df,
-                              float(row.confidence))
+            c = core.contrast(_estimate(row), _estimate(best), float(row.confidence))
             out.append(dict(generator=generator, metric=metric, edit=edit, group=row.group, best=best.group,
                             difference=c.difference, low=c.low, high=c.high))
     return pd.DataFrame(out, columns=["generator", "metric", "edit", "group", "best", "difference", "low", "high"])

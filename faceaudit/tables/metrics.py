@@ -116,7 +116,7 @@ def _rows(est: core.GroupEstimates, metric, dim: int) -> list[dict]:
 
 
 def distribution_rows(key, reference, reference_groups, generated, generated_groups,
-                      settings: DistributionSettings, space=None, measured=None, *, overall: bool = True) -> list[dict]:
+                      settings: DistributionSettings, audit=None, *, overall: bool = True) -> list[dict]:
     """Rows of every requested metric for every group, and with ``overall`` for all rows
     together as group ``"all"`` (size-independent metrics only: a size-dependent one is
     defined at the groups' common size, which says little about the pooled set).
@@ -125,9 +125,10 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
         key: PRNG key (subsets, resampling).
         reference, generated: ``(n, d)`` embeddings; *_groups: their labels.
         settings: what to compute.
-        space, measured: the audit space for ``fd_audit`` and the mask of reference rows
-            it is measured on (default: ``audit_space`` of these sets).
+        audit: ``(space, measured)``, the audit space for ``fd_audit`` and the mask of the
+            reference rows it is measured on (default: ``audit_space`` of these sets).
     """
+    space, measured = audit if audit is not None else (None, None)
     reference = np.asarray(reference, dtype=np.float64)
     generated = np.asarray(generated, dtype=np.float64)
     ref_groups, gen_groups = np.asarray(reference_groups), np.asarray(generated_groups)
