@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from faceaudit import runtime
+from faceaudit.files.io import append_jsonl, read_jsonl
 
 
 def one_world(seed: int) -> dict:
@@ -80,14 +81,13 @@ def main(argv=None) -> None:
     runtime.configure()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "fit_convergence.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    rows = read_jsonl(log)
     done = {r["seed"] for r in rows}
     for seed in range(args.seeds):
         if seed in done:
             continue
         row = one_world(seed)
-        with log.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(log, row)
         rows.append(row)
         print(json.dumps(row), flush=True)
     text = summarise([r for r in rows if r["seed"] < args.seeds])

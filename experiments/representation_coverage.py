@@ -24,12 +24,12 @@ uniform) excludes 0 (nominal: 0.10). Every world's row is appended to
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from faceaudit import runtime
+from faceaudit.files.io import append_jsonl, read_jsonl
 
 LEVEL = 0.9
 SIZES = (50, 200)
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     runtime.configure()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "representation_coverage.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    rows = read_jsonl(log)
     done = {r["world"] for r in rows if r.get("categories") == args.categories}
     for world in range(args.worlds):
         if world in done:
@@ -139,8 +139,7 @@ def main(argv=None) -> None:
         rng = np.random.default_rng([world, args.categories])
         row = dict(evaluate(draw_world(rng, args.categories, args.prompts, args.calibration)), world=world,
                    categories=args.categories)
-        with log.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(log, row)
         rows.append(row)
         if (world + 1) % 20 == 0:
             print(f"{world + 1} worlds", flush=True)

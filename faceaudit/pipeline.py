@@ -66,10 +66,9 @@ class AuditSettings:
 
     def no_effect(self) -> list[str]:
         """Options given that do nothing in this mode (said before any work)."""
-        out = []
-        if self.bootstrap and self.interval == "jackknife":
-            out.append(f"--bootstrap {self.bootstrap} has no effect with --interval jackknife (the default); "
-                       "pick basic, percentile or bca to use bootstrap replicates")
+        from faceaudit.tables.metrics import unused_bootstrap
+
+        out = unused_bootstrap(self.interval, self.bootstrap)
         if self.images is None and self.clip != "ViT-B-32":
             out.append("--clip has no effect without --images (a spec names its encoders; a simulated world has none)")
         if self.allow_outside_images and self.images is None:
@@ -125,8 +124,8 @@ def steps(settings: AuditSettings) -> list[Step]:
         training_size = training_size or float(config.training_size)  # the simulated default passes its own
         perceived = perceive.Settings(classifiers=("simulated",), fit=fit)
     out.append(Step(perceive, perceived))
-    distribution = DistributionSettings(interval=settings.interval, bootstrap=settings.bootstrap,
-                                        **({"metrics": settings.metrics} if settings.metrics else {}))
+    distribution = DistributionSettings(metrics=settings.metrics or None, interval=settings.interval,
+                                        bootstrap=settings.bootstrap)
     out += [Step(measure, measure.Settings(settings.seed, distribution)),
             Step(disparity, disparity.Settings(settings.draws or FIT_DRAWS, settings.chains, settings.seed))]
     if training_size is not None:  # FD does not identify the training size: explain needs it given

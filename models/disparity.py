@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from numpyro.infer.reparam import LocScaleReparam
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["factors", "cell", "attribute", "item"],
@@ -57,8 +58,6 @@ def _pooled(name: str, size: int, scale: float = 1.0):
     divergences and bulk ESS 386, and more at ``target_accept`` 0.95), the centred one
     where they do not. ``LocScaleReparam(centered=None)`` learns the mix per effect during
     warm-up (Gorinova et al. 2020)."""
-    from numpyro.infer.reparam import LocScaleReparam
-
     sigma = numpyro.sample(f"sigma_{name}", dist.HalfNormal(scale))
     with numpyro.handlers.reparam(config={f"{name}_effect": LocScaleReparam(centered=None)}):
         return numpyro.sample(f"{name}_effect", dist.Normal(0.0, sigma).expand([size]).to_event(1))

@@ -428,3 +428,17 @@ def test_metrics_refuses_one_embedding_twice_naming_the_rows(arrays):
     np.save(arrays / "fake.npy", real + 1.0)
     result = invoke("metrics", arrays / "real.npy", arrays / "fake.npy")
     assert result.exit_code == 2 and "real.npy row 3 and" in result.output and "real.npy row 59" in result.output
+
+
+def test_an_experiment_log_drops_a_row_torn_by_a_kill(tmp_path):
+    """A resumable experiment's JSON-lines log: rows appended are read back; a last line cut
+    short by a kill mid-append is dropped (the resumed run redoes that row), not a crash."""
+    from faceaudit.files.io import append_jsonl, read_jsonl
+
+    log = tmp_path / "runs.jsonl"
+    assert read_jsonl(log) == []
+    append_jsonl(log, {"seed": 0, "value": 1.5})
+    append_jsonl(log, {"seed": 1, "value": 2.5})
+    with log.open("a") as f:
+        f.write('{"seed": 2, "val')
+    assert read_jsonl(log) == [{"seed": 0, "value": 1.5}, {"seed": 1, "value": 2.5}]

@@ -90,12 +90,11 @@ def metrics(
 
     asked = metric_names(metric_list)
     with failing():
-        settings = DistributionSettings(**({"metrics": asked} if asked is not None else {}),
-                                        confidence=confidence, k=k, interval=interval, bootstrap=bootstrap)
+        settings = DistributionSettings(metrics=asked, confidence=confidence, k=k, interval=interval,
+                                        bootstrap=bootstrap)
         check_output_file(json_out, "--json")
-        if bootstrap and interval == "jackknife":
-            warn(f"--bootstrap {bootstrap} has no effect with --interval jackknife (the default); pick basic, "
-                 "percentile or bca to use bootstrap replicates")
+        for note in settings.no_effect():
+            warn(note)
         x = np.asarray(core._validate.features(load_embeddings(real), str(real)))
         y = np.asarray(core._validate.features(load_embeddings(fake), str(fake)))
         if x.shape[1] != y.shape[1]:

@@ -129,8 +129,7 @@ def measure(
 
     with failing():
         asked = metric_names(metric_list)
-        settings = stage.Settings(seed, DistributionSettings(**({"metrics": asked} if asked is not None else {}),
-                                                             interval=interval, bootstrap=bootstrap))
+        settings = stage.Settings(seed, DistributionSettings(metrics=asked, interval=interval, bootstrap=bootstrap))
         result = _run(audit, stage, settings)
     console.print(f"{result.summary['rows']} rows -> {audit / 'metrics.parquet'} (audit space: "
                   f"{result.summary['audit_space_dim']} dimensions, {100 * result.summary['audit_space_explained']:.0f}% "

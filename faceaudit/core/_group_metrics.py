@@ -89,7 +89,7 @@ def _fd_both_from_stats(x, wx, y, wy, plugin: bool = False):
 class Reported:
     """What every metric object says about its outputs, with the defaults of most metrics.
 
-    ``INFO`` holds the catalogue entry of each output (``_metric_info.MetricInfo``);
+    ``INFO`` holds the catalogue entry of each output (``faceaudit.metric_info.MetricInfo``);
     ``source`` is the data it reads in an audit (``"embedding"``, ``"generated"`` for a
     one-sample metric, ``"audit"`` for the audit space's projections). ``with_settings``
     takes the audit's options (PRDC's ``k``), ``select`` keeps some outputs, ``bind`` fixes
@@ -113,8 +113,8 @@ class Reported:
         """Why group ``i``'s number should not be read at face value ("" when it can)."""
         return ""
 
-    def check_rows(self, x, name: str, row_numbers) -> None:
-        """Refuse one group's rows that the metric cannot score (naming ``row_numbers``)."""
+    def check_rows(self, x, labels, groups, set_name: str) -> None:
+        """Refuse a group's rows that the metric cannot score (naming the group and rows)."""
 
     def with_settings(self, settings):
         return self
@@ -459,8 +459,10 @@ class PRDC(Reported):
     def with_settings(self, settings):
         return dataclasses.replace(self, k=settings.k)
 
-    def check_rows(self, x, name, row_numbers):
-        _prdc._check_radii(name, x, self.k, row_numbers)
+    def check_rows(self, x, labels, groups, set_name):
+        for g in groups:
+            rows = np.flatnonzero(labels == g)
+            _prdc._check_radii(f"group {g!r}: {set_name}", x[rows], self.k, rows)
 
     def select(self, outputs):
         return dataclasses.replace(self, which=tuple(o for o in self.which if o in outputs))
@@ -497,7 +499,7 @@ class PRDC(Reported):
         distances; rows whose list runs out are done exactly. Returns the values of the
         ``R`` subsets and ``(J, R, outputs)`` with a block of x, then of y, left out."""
         sx, sy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
-        dxy = _host_sq_dist(x, sx, y, sy)
+        dxy = _prdc.host_sq_dist(x, sx, y, sy)
         (full_x, jack_x), (full_y, jack_y) = (tuple(np.asarray(m, bool) for m in masks) for masks in (masks_x, masks_y))
         near_x = _sorted_neighbours(x, sx, self.k, min(full_x.sum(1).min(), jack_x.sum(2).min()))
         near_y = _sorted_neighbours(y, sy, self.k, min(full_y.sum(1).min(), jack_y.sum(2).min()))
@@ -534,14 +536,6 @@ class PRDC(Reported):
         return dxx, dyy, dxy
 
 
-def _host_sq_dist(a, sq_a, b, sq_b):
-    out = a @ b.T
-    out *= -2.0
-    out += sq_a[:, None]
-    out += sq_b[None, :]
-    return np.maximum(out, 0.0, out=out)  # as _prdc._sq_dist
-
-
 class _Neighbours(NamedTuple):
     order: np.ndarray  # (n, L) each row's nearest rows, nearest first (itself among them)
     dist: np.ndarray  # (n, L) their squared distances
@@ -563,7 +557,7 @@ def _sorted_neighbours(x, sq, k: int, smallest_support: int) -> _Neighbours:
     length = int(min(n, max(4 * (k + 1), np.ceil(3 * (k + 1) * n / max(smallest_support, 1)) + 16)))
     order, dist = np.empty((n, length), dtype=np.int64), np.empty((n, length))
     for r0 in range(0, n, NEIGHBOUR_CHUNK):
-        d2 = _host_sq_dist(x[r0:r0 + NEIGHBOUR_CHUNK], sq[r0:r0 + NEIGHBOUR_CHUNK], x, sq)
+        d2 = _prdc.host_sq_dist(x[r0:r0 + NEIGHBOUR_CHUNK], sq[r0:r0 + NEIGHBOUR_CHUNK], x, sq)
         part = np.argpartition(d2, length - 1, axis=1)[:, :length] if length < n else np.argsort(d2, axis=1)
         near = np.take_along_axis(d2, part, axis=1)
         within = np.argsort(near, axis=1, kind="stable")
@@ -580,7 +574,7 @@ def _support_radius(near: _Neighbours, support, rows, k: int):
     position = np.argmax(counted > k, axis=1)
     radius = near.dist[rows, position]
     for i in np.flatnonzero(~found):  # the sorted list ran out: the whole row, exactly
-        row = _host_sq_dist(near.x[rows[i]][None], near.sq[rows[i]][None], near.x[support], near.sq[support])[0]
+        row = _prdc.host_sq_dist(near.x[rows[i]][None], near.sq[rows[i]][None], near.x[support], near.sq[support])[0]
         radius[i] = np.partition(row, k)[k]
     return radius
 

@@ -368,6 +368,18 @@ _SCHEME_OPTIONS = ("interval", "confidence", "num_bootstrap", "jackknife_blocks"
                    "subsamples", "min_group_size")
 
 
+def _split_options(metric, options: dict):
+    """The metric object (options ``k``, ``q``, ``bandwidth``; unknown ones are refused
+    there) and the interval scheme's keyword options."""
+    interval_options = {k: options.pop(k) for k in _SCHEME_OPTIONS if k in options}
+    return _group_metrics.group_metric(metric, **options), interval_options
+
+
+def _host_rng(key) -> np.random.Generator:
+    """A numpy generator seeded by a JAX key (random ranks and parts drawn on the host)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
+
+
 class _Grouped(NamedTuple):
     """The checked sets of one ``by_group`` call: rows, labels, group names, per-group row
     counts and the common sizes (None: each group's own)."""
@@ -424,9 +436,7 @@ def by_group(metric, x, x_groups, y=None, y_groups=None, *, key: PRNGKey, scheme
             smaller than the metric needs, repeated rows that empty a k-NN ball, or any
             check of the embedding arrays.
     """
-    interval_options = {k: options.pop(k) for k in _SCHEME_OPTIONS if k in options}
-    metric = _group_metrics.group_metric(metric, **options)  # the rest: k, q, bandwidth (others refused there)
-    options = interval_options
+    metric, options = _split_options(metric, options)
     if scheme is not None and options:
         raise ValueError(f"pass the interval options in the scheme or as keywords, not both: {sorted(options)}")
     scheme = (scheme or Scheme.from_options(**options)).for_metric(metric)
@@ -464,8 +474,8 @@ def _grouped(metric, x, x_groups, y, y_groups, scheme: Scheme) -> _Grouped:
             if size < scheme.min_group_size:
                 raise ValueError(f"group {g!r} has {size} row{'s' if size != 1 else ''} in {set_name}; "
                                  f"{'/'.join(metric.outputs)} needs at least {scheme.min_group_size} per group")
-            if hasattr(metric, "check_rows"):  # a user's own metric object may have none
-                metric.check_rows(rows[labels == g], f"group {g!r}: {set_name}", np.flatnonzero(labels == g))
+        if hasattr(metric, "check_rows"):  # a user's own metric object may have none
+            metric.check_rows(rows, labels, groups, set_name)
     size_x, size_y = _common_sizes(scheme.common_size, metric, counts_x, counts_y, metric.two_sample)
     return _Grouped(x, lx, y, ly, groups, counts_x, counts_y, size_x, size_y)
 
@@ -485,7 +495,7 @@ def _values(metric, data: _Grouped, scheme: Scheme, key) -> _Values:
         # Each group's whole jackknife from one pass over its data, a group at a time.
         estimate, jk_x, jk_y = _host_jackknife(metric, data, scheme.blocks)
         return _Values(estimate, estimate[:, None, :], jk_x, jk_y, np.zeros((len(data.groups), 0, estimate.shape[1])))
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
+    rng = _host_rng(key)
     u_x = _rank_uniforms(rng, len(data.groups), max(data.counts_x), r, scheme.blocks, scheme.delete)
     u_y = (_rank_uniforms(rng, len(data.groups), max(data.counts_y), r, scheme.blocks, scheme.delete)
            if metric.two_sample else (np.zeros((len(data.groups), r, 0)), np.zeros((len(data.groups), 0, 0))))
@@ -564,7 +574,7 @@ def _host_subsets(metric, groups, sets, blocks: int, delete: float):
         estimate.append(values.mean(axis=0))
         for side, leave in enumerate((leave_x, leave_y)):
             if leave is not None:
-                active = blocks if delete else min(blocks, sizes[side])
+                active = _active_blocks(sizes[side], blocks, delete)
                 jk[side][gi, :active] = leave[:active].mean(axis=1)
     return np.asarray(estimate), np.asarray(subsets), jk[0], jk[1]
 
@@ -588,12 +598,12 @@ def _summarise(name: str, data: _Grouped, values: _Values, scheme: Scheme, two_s
     g_count = len(data.groups)
     se, df, bias = np.zeros(g_count), np.zeros(g_count), np.full(g_count, np.nan)
     for g in range(g_count):
-        active_x = blocks if delete else min(blocks, int(nx[g]))
+        active_x = _active_blocks(int(nx[g]), blocks, delete)
         var_x, mean_x = _intervals.jackknife_variance(values.jk_x[g, :active_x], delete=delete, n=int(nx[g]))
         parts, dofs = [var_x], [active_x - 1]
         bias_g = _jackknife_bias(mean_x - values.estimate[g], delete, active_x)
         if values.jk_y.shape[1]:
-            active_y = blocks if delete else min(blocks, int(ny[g]))
+            active_y = _active_blocks(int(ny[g]), blocks, delete)
             var_y, mean_y = _intervals.jackknife_variance(values.jk_y[g, :active_y], delete=delete, n=int(ny[g]))
             parts.append(var_y)
             dofs.append(active_y - 1)
@@ -653,9 +663,7 @@ def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int 
     is the incomplete U-statistic that KID's subsets also are, with the cost and memory of
     one part. Other metrics, or bootstrap intervals, are evaluated whole.
     """
-    interval_options = {k: options.pop(k) for k in _SCHEME_OPTIONS if k in options}
-    metric = _group_metrics.group_metric(metric, **options)  # the rest: k, q, bandwidth (others refused there)
-    options = interval_options
+    metric, options = _split_options(metric, options)
     sizes = [len(x)] + ([len(y)] if y is not None else [])
     parts = -(-max(sizes) // max_rows)
     whole = (parts == 1 or not getattr(metric, "unbiased", False) or not metric.two_sample
@@ -663,7 +671,7 @@ def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int 
     if whole:
         labels = [np.full(n, name, dtype=object) for n in sizes]
         return by_group(metric, x, labels[0], *((y, labels[1]) if y is not None else ()), key=key, **options)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel().tolist())
+    rng = _host_rng(key)
     labels = [np.asarray([f"part {p}" for p in rng.permutation(np.arange(n) % parts)], dtype=object) for n in sizes]
     by_part = by_group(metric, x, labels[0], y, labels[1], key=jax.random.fold_in(key, 1), **options)
     results = by_part if isinstance(by_part, dict) else {metric.outputs[0]: by_part}
@@ -679,6 +687,12 @@ def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int 
                                      np.atleast_1d(est.bias.mean()), est.interval, est.confidence,
                                      np.zeros((1, 0)))
     return out[metric.outputs[0]] if len(out) == 1 else out
+
+
+def _active_blocks(n: int, blocks: int, delete: float) -> int:
+    """Jackknife replicates of a set of ``n`` rows: ``blocks`` random deletions, or one per
+    block with at most one block per row (``_block_of_row``)."""
+    return blocks if delete else min(blocks, n)
 
 
 def _jackknife_bias(shift, delete: float, blocks: int):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _linalg, _validate
+from . import _linalg, _prdc, _validate
 from ._typing import Features, PRNGKey, Scalar, Weights
 
 KERNELS = ("cubic", "gaussian")
@@ -355,16 +355,13 @@ BLOCK_SUM_TILE = 1024
 
 
 def _host_kernel(kernel: str, a, b, sq_a, sq_b, bandwidth, out):
-    np.matmul(a, b.T, out=out)
     if kernel == "cubic":
+        np.matmul(a, b.T, out=out)
         out /= a.shape[1]
         out += 1.0
         np.power(out, 3, out=out)
     else:
-        out *= -2.0
-        out += sq_a[:, None]
-        out += sq_b[None, :]
-        np.maximum(out, 0.0, out=out)
+        _prdc.host_sq_dist(a, sq_a, b, sq_b, out=out)
         out /= -2.0 * bandwidth**2
         np.exp(out, out=out)
     return out

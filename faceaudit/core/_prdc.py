@@ -73,6 +73,15 @@ def _sq_dist(a, sq_a, b, sq_b):
     return jnp.clip(sq_a[:, None] + sq_b[None, :] - 2.0 * (a @ b.T), 0.0)
 
 
+def host_sq_dist(a, sq_a, b, sq_b, out=None):
+    """``_sq_dist`` in numpy, in place in ``out`` when given (the host paths' tiles)."""
+    out = np.matmul(a, b.T, out=out)
+    out *= -2.0
+    out += sq_a[:, None]
+    out += sq_b[None, :]
+    return np.maximum(out, 0.0, out=out)
+
+
 def _kth_smallest(d2, k: int):
     """Per row, the k-th smallest value (0-based), ties kept as in ``np.partition``.
 

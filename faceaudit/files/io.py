@@ -118,6 +118,26 @@ def read_json(path: str | Path, *, stage: str | None = None):
         raise StageFileError(f"{path} is not readable JSON ({err}){_redo(stage)}") from None
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSON-lines log (none if it does not exist yet). A last line without its
+    newline is a run killed mid-append: dropped, so the resumed run redoes that row."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one row to a JSON-lines log, flushed to disk before returning (a resumable
+    experiment's checkpoint: a row written is never redone)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_npz(path: str | Path, *, stage: str | None = None):
     """A ``.npz`` archive (a context manager; no pickles), or an error naming the file."""
     import numpy as np

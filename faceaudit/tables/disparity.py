@@ -164,7 +164,8 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True):
     method = chain_method(spec.num_chains, ("disparity", spec.kind, data.n_categories if spec.kind == "ordinal" else 0),
                           progress)
     # A small step size: with target_accept 0.9 the simulated worlds' fits had 1-19
-    # divergences each (10 of 11 worlds), at 0.99 none on those tried, for 2-4 s more.
+    # divergences (9 of 11 worlds), at 0.99 at most 1 (4 worlds), for 2-4 s more
+    # (benchmarks/results/fit_convergence.md).
     mcmc = MCMC(
         NUTS(model, target_accept_prob=0.99),
         num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains,

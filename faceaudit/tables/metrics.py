@@ -25,7 +25,7 @@ from faceaudit.tables.catalogue import ALL, DEFAULT_EMBEDDING_METRICS, EMBEDDING
 class DistributionSettings:
     """How the distribution metrics are computed (validated when built)."""
 
-    metrics: tuple[str, ...] = DEFAULT_EMBEDDING_METRICS
+    metrics: tuple[str, ...] | None = None  # None: DEFAULT_EMBEDDING_METRICS (those that rank groups fairly)
     confidence: float = 0.95
     k: int = 5  # PRDC neighbourhood
     interval: str = "jackknife"  # or basic / percentile / bca for size-independent metrics
@@ -36,6 +36,8 @@ class DistributionSettings:
     audit_max_dim: int = 64
 
     def __post_init__(self):
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", DEFAULT_EMBEDDING_METRICS)
         unknown = [m for m in self.metrics if m not in EMBEDDING_METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; choose from {list(EMBEDDING_METRICS)}")
@@ -61,10 +63,23 @@ class DistributionSettings:
                 chosen.append(metric.with_settings(self).select(asked))
         return sorted(chosen, key=lambda m: min(self.metrics.index(o) for o in m.outputs))
 
+    def no_effect(self) -> list[str]:
+        """Options given that do nothing with the others (said before any work)."""
+        return unused_bootstrap(self.interval, self.bootstrap)
+
     def min_group_size(self, reference: bool = False) -> int:
         """Rows every group needs in the reference (``reference=True``) or generated set for
         every requested metric."""
         return max(2, *(m.min_group_size(reference) for m in self.evaluations()))
+
+
+def unused_bootstrap(interval: str, bootstrap: int) -> list[str]:
+    """The note for ``--bootstrap`` given with the jackknife interval (``faceaudit metrics``
+    and ``faceaudit audit`` say it before any work)."""
+    if bootstrap and interval == "jackknife":
+        return [f"--bootstrap {bootstrap} has no effect with --interval jackknife (the default); pick basic, "
+                "percentile or bca to use bootstrap replicates"]
+    return []
 
 
 def check_group_sizes(counts: dict[str, tuple[int, int]], settings: DistributionSettings, where: str) -> None:
@@ -136,17 +151,18 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
     counts = {g: (int(np.sum(ref_groups == g)), int(np.sum(gen_groups == g))) for g in names}
     ref_common = settings.common_size or min(c[0] for c in counts.values())
     gen_common = settings.common_size or min(c[1] for c in counts.values())
-    if "fd_audit" in settings.metrics and space is None:
+    evaluations = settings.evaluations()
+    in_audit_space = any(m.source == "audit" for m in evaluations)
+    if in_audit_space and space is None:
         seed = int(np.asarray(jax.random.key_data(key)).ravel()[-1])
         space, measured = audit_space(reference, ref_groups, [c[1] for c in counts.values()], settings, seed)
     # (embeddings of the reference, its labels, embeddings of the generated set) per source
     data = {"embedding": (reference, ref_groups, generated), "generated": (generated, gen_groups, None)}
-    if "fd_audit" in settings.metrics:
+    if in_audit_space:
         if measured is None:
             raise ValueError("distribution_rows: an audit space needs the mask of the reference rows it is measured on")
         data["audit"] = (space.project(reference[measured]), ref_groups[measured], space.project(generated))
     rows: list[dict] = []
-    evaluations = settings.evaluations()
     bar = progress_bar(range(len(evaluations)), "metrics")
     for index, metric in enumerate(evaluations):
         x, x_groups, y = data[metric.source]
@@ -161,8 +177,7 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
                            common_size=gen_common if source == "generated" else (ref_common, gen_common))
         else:
             options.update(interval=settings.interval, num_bootstrap=settings.bootstrap)
-        results_of_metric = [core.by_group(metric, x, gen_groups, **options) if source == "generated"
-                             else core.by_group(metric, x, x_groups, y, gen_groups, **options)]
+        results_of_metric = [core.by_group(metric, x, x_groups, y, gen_groups, **options)]  # y: None if one-sample
         if overall and not metric.size_dependent:
             results_of_metric.append(core.pooled(metric, x, y, name=ALL, **options))
         for result in results_of_metric:
