@@ -281,9 +281,8 @@ def _replicate_accuracies(key, scores, genuine, base, first, second, counts, fol
 def clustered_accuracy(
     key: PRNGKey,
     scores,
-    genuine,
-    first_cluster,
-    second_cluster,
+    pairs: Pairs,
+    identity,
     *,
     keep=None,
     num_bootstrap: int = 200,
@@ -299,13 +298,14 @@ def clustered_accuracy(
 
     Args:
         key: PRNG key (cross-validation folds and the cluster draws).
-        scores: ``(P,)`` pair scores; genuine: ``(P,)`` bool.
-        first_cluster, second_cluster: ``(P,)`` cluster labels of each pair's two images.
+        scores: ``(P,)`` pair scores (``pair_scores(embeddings, pairs)``).
+        pairs: the scored pairs (``verification_pairs``): which images, and which are genuine.
+        identity: ``(N,)`` identity label of every image; identities are the clusters.
         keep: ``(P,)`` bool, the pairs that count (default: all).
         num_bootstrap: cluster-bootstrap replicates (0: no interval).
     """
     k_cv, k_boot = jax.random.split(_validate.key(key))
-    s, g, _ = _check_scores(scores, genuine)
+    s, g, _ = _check_scores(scores, pairs.genuine)
     g_np = np.asarray(g)
     keep = np.ones(g_np.size, bool) if keep is None else np.asarray(keep, dtype=bool)
     if not (keep & g_np).any() or not (keep & ~g_np).any():
@@ -313,10 +313,12 @@ def clustered_accuracy(
     base = keep * np.where(g_np, 1.0 / (keep & g_np).sum(), 1.0 / (keep & ~g_np).sum())
     value = _cv_accuracy(k_cv, s, g, jnp.asarray(base), _validate.positive_int(folds, "folds", minimum=2))
     num_bootstrap = _validate.positive_int(num_bootstrap, "num_bootstrap", minimum=0)
-    pairs = int(keep.sum())
+    kept = int(keep.sum())
     if num_bootstrap < 2:
-        return ClusteredAccuracy(value, float("nan"), float("nan"), float("nan"), pairs, np.zeros(0))
-    _, code = np.unique(np.concatenate([np.asarray(first_cluster), np.asarray(second_cluster)]).astype(str),
+        return ClusteredAccuracy(value, float("nan"), float("nan"), float("nan"), kept, np.zeros(0))
+    # Clusters are the identities that appear in some pair; an identity in no pair carries no weight.
+    labels = np.asarray(identity).astype(str)
+    _, code = np.unique(np.concatenate([labels[np.asarray(pairs.first)], labels[np.asarray(pairs.second)]]),
                         return_inverse=True)
     first, second = code[: g_np.size], code[g_np.size:]
     n_clusters = int(code.max()) + 1
@@ -326,9 +328,9 @@ def clustered_accuracy(
                                             counts, folds))
     usable = reps[np.isfinite(reps)]
     if usable.size < 2:
-        return ClusteredAccuracy(value, float("nan"), float("nan"), float("nan"), pairs, reps)
+        return ClusteredAccuracy(value, float("nan"), float("nan"), float("nan"), kept, reps)
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(usable, [tail, 1.0 - tail])
     v = float(value)
     return ClusteredAccuracy(value, float(np.std(usable, ddof=1)), float(np.clip(2 * v - hi, 0.0, 1.0)),
-                             float(np.clip(2 * v - lo, 0.0, 1.0)), pairs, reps)
+                             float(np.clip(2 * v - lo, 0.0, 1.0)), kept, reps)

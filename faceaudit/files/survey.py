@@ -65,6 +65,26 @@ def read_survey(path: str | Path, fmt: str = "limitations-2024") -> pd.DataFrame
     missing = sorted(needed - set(raw.columns))
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} for format {fmt!r}")
+    race, gender = _pictured(raw, spec, path)
+    is_race = _race_copies(raw, spec, race, gender, path)
+    _check_copies_pair_up(raw, spec, is_race, path)
+    tidy = raw[is_race].drop(columns=[spec.duplicate_marker]).reset_index(drop=True)
+    tidy.insert(0, "response", np.arange(len(tidy)))
+    tidy = tidy.rename(columns={c: f"respondent_{c}" for c in spec.respondent})
+    tidy["race"] = race[is_race].to_numpy()
+    tidy["gender"] = gender[is_race].to_numpy()
+    tidy["item"] = tidy[spec.item]
+    for col in spec.metrics + ("Q2", "Q4.a", "Q4.b", "d_quality", "Q1_int", "Q3_int"):
+        values = pd.to_numeric(tidy[col], errors="coerce")
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna())[0])
+            raise ValueError(f"{path}: column {col!r} has a non-numeric value {tidy[col].iloc[row]!r} in response {row}")
+        tidy[col] = values
+    return tidy
+
+
+def _pictured(raw: pd.DataFrame, spec: SurveyFormat, path: Path) -> tuple[pd.Series, pd.Series]:
+    """The race and gender each row's item pictures (item ``attribute/race_gender/index``)."""
     parts = raw[spec.item].str.split("/", expand=True)
     if parts.shape[1] != 3:
         raise ValueError(f"{path}: column {spec.item!r} must read attribute/race_gender/index")
@@ -75,6 +95,11 @@ def read_survey(path: str | Path, fmt: str = "limitations-2024") -> pd.DataFrame
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{path}: row {row + 2} has item {raw[spec.item].iloc[row]!r}, which does not name a known race_gender and its attribute")
+    return race, gender
+
+
+def _race_copies(raw: pd.DataFrame, spec: SurveyFormat, race: pd.Series, gender: pd.Series, path: Path) -> pd.Series:
+    """Which rows are a response's copy under race (the others are its copy under gender)."""
     marker = raw[spec.duplicate_marker]
     is_race = marker.isin(spec.races.values())
     is_gender = marker.isin(spec.genders.values())
@@ -89,9 +114,15 @@ def read_survey(path: str | Path, fmt: str = "limitations-2024") -> pd.DataFrame
             f"{path}: row {row + 2}: {spec.duplicate_marker} is {marker.iloc[row]!r} but the item "
             f"{raw[spec.item].iloc[row]!r} pictures a {race.iloc[row]} {gender.iloc[row]} person"
         )
-    # Every response appears once under race and once under gender. Rows equal in every
-    # other column are copies of one response, or of several identical responses: the
-    # race copies and the gender copies must then be equally many.
+    return is_race
+
+
+def _check_copies_pair_up(raw: pd.DataFrame, spec: SurveyFormat, is_race: pd.Series, path: Path) -> None:
+    """Every response appears once under race and once under gender.
+
+    Rows equal in every other column are copies of one response, or of several identical
+    responses: the race copies and the gender copies must then be equally many.
+    """
     content = [c for c in raw.columns if c != spec.duplicate_marker]
     keyed = raw.assign(_kind=np.where(is_race, "race", "gender"))
     counts = keyed.groupby(content, sort=False)["_kind"].value_counts().unstack(fill_value=0)
@@ -106,16 +137,3 @@ def read_survey(path: str | Path, fmt: str = "limitations-2024") -> pd.DataFrame
             f"{unpaired['race'].iloc[0]} time(s) under race and {unpaired['gender'].iloc[0]} under gender; "
             "each response must appear once under each"
         )
-    tidy = keyed[is_race].drop(columns=[spec.duplicate_marker, "_kind"]).reset_index(drop=True)
-    tidy.insert(0, "response", np.arange(len(tidy)))
-    tidy = tidy.rename(columns={c: f"respondent_{c}" for c in spec.respondent})
-    tidy["race"] = race[is_race].to_numpy()
-    tidy["gender"] = gender[is_race].to_numpy()
-    tidy["item"] = tidy[spec.item]
-    for col in spec.metrics + ("Q2", "Q4.a", "Q4.b", "d_quality", "Q1_int", "Q3_int"):
-        values = pd.to_numeric(tidy[col], errors="coerce")
-        if values.isna().any():
-            row = int(np.flatnonzero(values.isna())[0])
-            raise ValueError(f"{path}: column {col!r} has a non-numeric value {tidy[col].iloc[row]!r} in response {row}")
-        tidy[col] = values
-    return tidy

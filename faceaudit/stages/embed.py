@@ -9,7 +9,6 @@ encoder is also built here, on the CPU, for its ids and the prompts).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.manifest import MANIFEST
@@ -20,12 +19,19 @@ from faceaudit.stages import StageResult
 
 NAME = "embed"
 DESCRIBE = "embed images with the audit's encoders"
-DEFAULT_ENCODERS = (EncoderSpec("clip", "ViT-B-32"), EncoderSpec("dlib"))
+DEFAULT_CLIP = "ViT-B-32"  # open_clip architecture of an audit without a spec
+
+
+def encoders_for(clip: str) -> tuple[EncoderSpec, ...]:
+    """The encoders of an audit without a spec: open_clip ``ARCHITECTURE[:PRETRAINED]`` for
+    the distribution, text and similarity roles, and dlib for faces and identity."""
+    architecture, _, pretrained = clip.partition(":")
+    return EncoderSpec("clip", architecture, pretrained), EncoderSpec("dlib")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    encoders: tuple[EncoderSpec, ...] = DEFAULT_ENCODERS
+    encoders: tuple[EncoderSpec, ...] = encoders_for(DEFAULT_CLIP)
     zero_shot_templates: tuple[str, ...] = ZERO_SHOT_TEMPLATES  # the perceive stage's CLIP prompts, embedded here
     ray: RaySpec | None = dataclasses.field(default=None, metadata={"record": False})
 
@@ -49,7 +55,7 @@ def preflight(settings: Settings) -> list[str]:
 
 
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
-    from faceaudit.torch_layer.embed import batch_size_for, embed
+    from faceaudit.torch_layer.embed import embed
     from faceaudit.torch_layer.encoders import build_encoder
 
     counts = {}
@@ -58,10 +64,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     sharded = settings.ray is not None and settings.ray.enabled
     for spec in settings.encoders:  # one at a time: a GPU holds one model, not all of them
         encoder = build_encoder(spec, device="cpu" if sharded else spec.device)
-        counts.update(embed(folder, [encoder], batch_size=batch_size_for(spec.batch_size, spec.device),
-                            workers=spec.workers, ray=settings.ray,
-                            builders=[functools.partial(build_encoder, spec, spec.device)],
-                            use_gpu=spec.device.startswith("cuda"), texts=texts))
+        counts[encoder.encoder_id] = embed(folder, encoder, spec, ray=settings.ray, texts=texts)
         del encoder
     index = read_index(folder.path)
     stores = sorted({f"embeddings/{EmbeddingStore(folder.path, e['encoder'], e['preprocessing']).folder.name}"

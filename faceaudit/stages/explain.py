@@ -32,6 +32,7 @@ from faceaudit.files.outputs import SELECTION_SUMMARY as SUMMARY
 from faceaudit.files.outputs import SHARE_CURVES as CURVES
 from faceaudit.stages import EXPLAIN_DRAWS, StageResult
 from faceaudit.tables import selection as tables
+from faceaudit.tables.posterior import Sampling
 
 NAME = "explain"
 DESCRIBE = "fit the training-mix model to per-group FD (audit space) and verification"
@@ -158,8 +159,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         constant["identity_between"] = (("group",), np.asarray(verification.between))
         attrs.update(identity_within=float(verification.within), identity_dim=verification.dim)
     idata = tables.fit(design, fd, accuracy, generators=generators, groups=groups, constant=constant, attrs=attrs,
-                       num_warmup=settings.draws, num_samples=settings.draws, num_chains=settings.chains,
-                       seed=settings.seed)
+                       sampling=Sampling(settings.draws, settings.chains, settings.seed))
     diag = tables.selection_diagnostics(idata)
     idata.constant_data.attrs["diagnostics"] = json.dumps(diag)
     write_netcdf(folder.file(SELECTION), idata)

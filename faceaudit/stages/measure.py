@@ -275,9 +275,8 @@ def _identity_rows(folder, generators, key, settings, progress) -> list[dict]:
                 x, ident = x_all[usable], ids
                 pairs = core.verification_pairs(k_pairs, ident, impostors="any", impostors_per_genuine=4.0)
                 keep = mine[pairs.first] | mine[pairs.second]
-            acc = core.clustered_accuracy(k_acc, core.pair_scores(x, pairs), pairs.genuine, ident[pairs.first],
-                                          ident[pairs.second], keep=keep, num_bootstrap=settings.verification_bootstrap,
-                                          confidence=confidence)
+            acc = core.clustered_accuracy(k_acc, core.pair_scores(x, pairs), pairs, ident, keep=keep,
+                                          num_bootstrap=settings.verification_bootstrap, confidence=confidence)
             rows.append(_row(generator, group, metric, "", acc.value, acc.low, acc.high, acc.se, int(mine.sum()),
                              acc.pairs, encoder, confidence, "identity-cluster bootstrap"))
     return rows

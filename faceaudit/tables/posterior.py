@@ -7,6 +7,8 @@ the problems: a number from chains that disagree is not a result.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
@@ -15,6 +17,17 @@ from faceaudit.files.quiet import arviz
 
 R_HAT_LIMIT = 1.01
 ESS_MIN = 400
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How a NUTS fit runs: ``draws`` kept per chain after as many warm-up steps, on
+    ``chains`` chains from ``seed``."""
+
+    draws: int
+    chains: int
+    seed: int
+    progress: bool = False
+
 
 # numpyro's extra fields under the names arviz gives them.
 _STAT_NAMES = {"potential_energy": "lp", "adapt_state.step_size": "step_size", "num_steps": "n_steps",

@@ -17,23 +17,26 @@ import xarray as xr
 
 from faceaudit import core
 from faceaudit.files.quiet import arviz
-from faceaudit.tables.posterior import chain_method, diagnostics, inference_data
+from faceaudit.tables.posterior import Sampling, chain_method, diagnostics, inference_data
 
 UNDER_REPRESENTED_PROBABILITY = 0.9
 
 
-def fit(design, fd, verification, *, generators, groups, constant: dict, attrs: dict, num_warmup: int,
-        num_samples: int, num_chains: int, seed: int, progress: bool = False):
-    """NUTS on the selection model; InferenceData with ``constant_data`` and diagnostics."""
+def fit(design, fd, verification, *, generators, groups, constant: dict, attrs: dict, sampling: Sampling):
+    """NUTS on the selection model; InferenceData with ``constant_data`` and diagnostics.
+
+    ``fd`` and ``verification`` (or None) are (generator, group) observations; ``constant``
+    and ``attrs`` go into ``constant_data`` beside them."""
     from numpyro.infer import MCMC
 
     from faceaudit.models.selection import selection_kernel
 
     # The kernel starts at the prior's median, which the training size and shift scale set.
-    method = chain_method(num_chains, ("selection", float(design.training_size), float(design.shift_scale)), progress)
-    mcmc = MCMC(selection_kernel(design), num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method=method, progress_bar=progress, jit_model_args=True)
-    mcmc.run(jax.random.key(seed), design, fd=jnp.asarray(fd),
+    method = chain_method(sampling.chains, ("selection", float(design.training_size), float(design.shift_scale)),
+                          sampling.progress)
+    mcmc = MCMC(selection_kernel(design), num_warmup=sampling.draws, num_samples=sampling.draws,
+                num_chains=sampling.chains, chain_method=method, progress_bar=sampling.progress, jit_model_args=True)
+    mcmc.run(jax.random.key(sampling.seed), design, fd=jnp.asarray(fd),
              verification=None if verification is None else jnp.asarray(verification))
     d = design.target_means.shape[1]
     coords = {"generator": generators, "group": groups, "dim": np.arange(d)}

@@ -238,42 +238,17 @@ def draw_audit(config: SimulationConfig, seed: int, *, with_truth: bool = True) 
 
     per_group = config.invented_identities + config.celebrity_identities
     all_names = invented_names(per_group * len(config.groups), seed=seed)  # distinct across groups
-    rows, vectors = [], []
-    gamma = float(config.diversity)
-    sw = np.sqrt(config.within_var)
-    d = config.dim
-    labelled, labelled_ids, labelled_groups = [], [], []
+    rows, vectors, labelled, labelled_ids, labelled_groups = [], [], [], [], []
     for k, attrs in enumerate(config.groups):
-        mu = np.asarray(world.world.means[k])
-        sb = float(np.sqrt(world.identity.between[k]))
-        ref = mu + rng.normal(size=(config.reference_per_group, d)) * np.sqrt(sb**2 + sw**2)
-        for x in ref:
-            rows.append(dict(attrs, role="reference", generator="", identity="", identity_kind="real", seed=-1,
-                             prompt=render("a photo of {group}", attrs)))
-            vectors.append(x)
-        chol = np.linalg.cholesky(np.asarray(gen.covs[k]))
-        grp = np.asarray(gen.means[k]) + rng.normal(size=(config.group_images, d)) @ chol.T
-        for s, x in enumerate(grp):
-            rows.append(dict(attrs, role="generated", generator=config.generator, identity="", identity_kind="none",
-                             seed=s, prompt=render("a photo of {group}", attrs)))
-            vectors.append(x)
-        names = all_names[k * per_group:(k + 1) * per_group]
-        collapse = 1.0 - float(mixing.shrink[k])
-        for i, name in enumerate(names):
-            is_celebrity = i >= config.invented_identities
-            offset = rng.normal(size=d) * sb
-            centre = np.asarray(gen.means[k]) + gamma * (offset if is_celebrity else collapse * offset)
-            kind = "celebrity" if is_celebrity else "invented"
-            name = f"Celebrity {name}" if is_celebrity else name
-            for s in range(config.seeds_per_identity):
-                rows.append(dict(attrs, role="generated", generator=config.generator, identity=name, identity_kind=kind,
-                                 seed=s, prompt=render("a photo of {name}, {group}", attrs, name)))
-                vectors.append(centre + gamma * sw * rng.normal(size=d))
-        centres = mu + rng.normal(size=(config.labelled_identities, d)) * sb
-        for i, c in enumerate(centres):
-            labelled.append(c + rng.normal(size=(config.photos_per_labelled_identity, d)) * sw)
-            labelled_ids += [f"{k}-{i}"] * config.photos_per_labelled_identity
-            labelled_groups += [world.labels[k]] * config.photos_per_labelled_identity
+        # One stream in a fixed order: the group's images, then its labelled reference photos.
+        group_rows, group_vectors = _draw_group_images(config, k, world, gen, 1.0 - float(mixing.shrink[k]),
+                                                       all_names[k * per_group:(k + 1) * per_group], rng)
+        rows += group_rows
+        vectors += group_vectors
+        photos, ids = _draw_labelled_identities(config, k, world, rng)
+        labelled.append(photos)
+        labelled_ids += ids
+        labelled_groups += [world.labels[k]] * len(ids)
 
     drawn = draw_representation(config, world, gen, [dict(r, group=f"{r['race']} x {r['gender']}") for r in rows],
                                 np.random.default_rng([seed, 1]))  # its own stream: the world above is unchanged
@@ -287,16 +262,68 @@ def draw_audit(config: SimulationConfig, seed: int, *, with_truth: bool = True) 
     frame["edit"] = ""
     frame["edit_phrase"] = ""
     frame["source_id"] = ""
-    within, between = core.identity_spreads(np.concatenate(labelled), np.asarray(labelled_ids),
-                                            np.asarray(labelled_groups), world.labels)
-    spreads = {"within": float(within), "between": dict(zip(world.labels, map(float, between))), "dim": d,
-               "source": f"simulated labelled reference sample: {config.labelled_identities} identities x "
-                         f"{config.photos_per_labelled_identity} photos per group"}
+    spreads = _identity_spreads(config, world, np.concatenate(labelled), labelled_ids, labelled_groups)
     labels = drawn.labels.assign(image_id=frame["image_id"].to_numpy()[drawn.labels.pop("row").to_numpy()])
     truth = _truth(config, seed, world, counts, gen, mixing) if with_truth else {}
     if with_truth:
         truth.update(drawn.truth)
     return SimulatedAudit(frame, embeddings, spreads, truth, world, labels[["image_id", *LABEL_COLUMNS]])
+
+
+def _draw_group_images(config: SimulationConfig, k: int, world, gen, collapse: float, names: list[str],
+                       rng: np.random.Generator) -> tuple[list[dict], list[np.ndarray]]:
+    """Group k's reference photos, generated group images and named-identity images.
+
+    Invented identities collapse toward the group mean by ``collapse`` (1 - the mixing
+    shrinkage); celebrities keep their full offset.
+    """
+    attrs = config.groups[k]
+    d, gamma, sw = config.dim, float(config.diversity), np.sqrt(config.within_var)
+    mu = np.asarray(world.world.means[k])
+    sb = float(np.sqrt(world.identity.between[k]))
+    rows, vectors = [], []
+    for x in mu + rng.normal(size=(config.reference_per_group, d)) * np.sqrt(sb**2 + sw**2):
+        rows.append(dict(attrs, role="reference", generator="", identity="", identity_kind="real", seed=-1,
+                         prompt=render("a photo of {group}", attrs)))
+        vectors.append(x)
+    chol = np.linalg.cholesky(np.asarray(gen.covs[k]))
+    grp = np.asarray(gen.means[k]) + rng.normal(size=(config.group_images, d)) @ chol.T
+    for s, x in enumerate(grp):
+        rows.append(dict(attrs, role="generated", generator=config.generator, identity="", identity_kind="none",
+                         seed=s, prompt=render("a photo of {group}", attrs)))
+        vectors.append(x)
+    for i, name in enumerate(names):
+        is_celebrity = i >= config.invented_identities
+        offset = rng.normal(size=d) * sb
+        centre = np.asarray(gen.means[k]) + gamma * (offset if is_celebrity else collapse * offset)
+        kind = "celebrity" if is_celebrity else "invented"
+        name = f"Celebrity {name}" if is_celebrity else name
+        for s in range(config.seeds_per_identity):
+            rows.append(dict(attrs, role="generated", generator=config.generator, identity=name, identity_kind=kind,
+                             seed=s, prompt=render("a photo of {name}, {group}", attrs, name)))
+            vectors.append(centre + gamma * sw * rng.normal(size=d))
+    return rows, vectors
+
+
+def _draw_labelled_identities(config: SimulationConfig, k: int, world,
+                              rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Group k's labelled reference sample: several photos of each of a few real identities."""
+    mu = np.asarray(world.world.means[k])
+    sb = float(np.sqrt(world.identity.between[k]))
+    sw = np.sqrt(config.within_var)
+    per = config.photos_per_labelled_identity
+    centres = mu + rng.normal(size=(config.labelled_identities, config.dim)) * sb
+    photos = [c + rng.normal(size=(per, config.dim)) * sw for c in centres]
+    ids = [f"{k}-{i}" for i in range(config.labelled_identities) for _ in range(per)]
+    return np.concatenate(photos), ids
+
+
+def _identity_spreads(config: SimulationConfig, world, photos: np.ndarray, ids: list[str], groups: list[str]) -> dict:
+    """The identity spreads the measure stage would read from a labelled reference sample."""
+    within, between = core.identity_spreads(photos, np.asarray(ids), np.asarray(groups), world.labels)
+    return {"within": float(within), "between": dict(zip(world.labels, map(float, between))), "dim": config.dim,
+            "source": f"simulated labelled reference sample: {config.labelled_identities} identities x "
+                      f"{config.photos_per_labelled_identity} photos per group"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.images import load_rgb
 from faceaudit.files.io import progress_bar
-from faceaudit.files.spec import RaySpec
+from faceaudit.files.spec import EncoderSpec, RaySpec
 from faceaudit.files.store import EmbeddingStore, edit_target, index_entry, read_index, text_key, write_index
 
 DEFAULT_BATCH = {"cpu": 16, "cuda": 64}
@@ -77,16 +77,48 @@ class ImageEmbedder:
         return len(batch)
 
 
-def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: int = 0,
-          progress: Callable = progress_bar, ray: RaySpec | None = None, builders: Sequence[Callable] = (),
-          use_gpu: bool = False, texts: Sequence[str] = ()) -> dict[str, int]:
-    """Embed what is missing; record each encoder's roles; return how many images each computed.
-    Text encoders also embed ``texts`` (the zero-shot prompts of the perceive stage) beside
-    the manifest's prompts.
+def embed(folder: AuditFolder, encoder, spec: EncoderSpec, *, ray: RaySpec | None = None,
+          texts: Sequence[str] = (), progress: Callable = progress_bar) -> int:
+    """Embed what ``encoder`` (built from ``spec``) is missing; record its roles; return how
+    many images it computed. A text encoder also embeds ``texts`` (the zero-shot prompts of
+    the perceive stage) beside the manifest's prompts.
 
-    With ``ray`` enabled, ``builders[i]`` (picklable, no arguments) rebuilds ``encoders[i]``
-    in each actor (on a GPU when ``use_gpu``)."""
+    With ``ray`` enabled, each actor rebuilds the encoder from ``spec`` (on a GPU when the
+    spec's device is one); batch size and decoding workers come from the spec."""
     manifest = folder.manifest
+    _check_image_files(folder, manifest)
+    roles = read_index(folder.path)
+    store = EmbeddingStore(folder.path, encoder.encoder_id, encoder.preprocessing_id)
+    todo = manifest[~manifest["image_id"].isin(store.done())].drop_duplicates("image_id")
+    size = batch_size_for(spec.batch_size, spec.device)
+    paths = [folder.file(p) for p in todo["path"]]
+    ids = list(todo["image_id"])
+    chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
+    if chunks and ray is not None and ray.enabled:  # the same batches, each with its files
+        from faceaudit.torch_layer.encoders import build_encoder
+        from faceaudit.torch_layer.sharded import run_batches
+
+        at = dict(zip(ids, paths))
+        run_batches(ray, functools.partial(ImageEmbedder, functools.partial(build_encoder, spec, spec.device),
+                                           folder.path),
+                    [[(h, at[h]) for h in chunk] for chunk in chunks], use_gpu=spec.device.startswith("cuda"),
+                    progress=lambda done: progress(done, f"embed {encoder.encoder_id}", total=len(chunks)))
+    elif chunks:  # the bar counts batches; the loader streams them (decoding ahead in its workers)
+        bar = progress(range(len(chunks)), f"embed {encoder.encoder_id}")
+        for hashes, batch, _ in zip(chunks, _batches(paths, encoder, size, spec.workers), bar):
+            vectors, found = encoder.embed_batch(batch)
+            store.write(hashes, vectors, found)
+    for role in encoder.roles:
+        if role != "text":
+            roles[role] = index_entry(encoder.encoder_id, encoder.preprocessing_id)
+    if hasattr(encoder, "embed_texts") and _embed_texts(folder, encoder, texts, size):
+        roles["text"] = index_entry(encoder.encoder_id, encoder.preprocessing_id)
+    write_index(folder.path, roles)
+    return len(todo)
+
+
+def _check_image_files(folder: AuditFolder, manifest) -> None:
+    """Every manifest row names an image file that exists."""
     missing_files = [p for p in manifest["path"] if p and not folder.file(p).is_file()]
     if missing_files:
         raise FileNotFoundError(f"{len(missing_files)} image(s) in the manifest do not exist, "
@@ -95,43 +127,21 @@ def embed(folder: AuditFolder, encoders: list, *, batch_size: int = 0, workers: 
     if len(without):
         raise ValueError(f"{len(without)} manifest row(s) have no image file (first: {without['image_id'].iloc[0]}); "
                          "a simulated audit is embedded already")
-    computed = {}
-    roles = read_index(folder.path)
-    for k, encoder in enumerate(encoders):
-        store = EmbeddingStore(folder.path, encoder.encoder_id, encoder.preprocessing_id)
-        done = store.done()
-        todo = manifest[~manifest["image_id"].isin(done)].drop_duplicates("image_id")
-        size = batch_size_for(batch_size, getattr(encoder, "device", "cpu"))
-        paths = [folder.file(p) for p in todo["path"]]
-        ids = list(todo["image_id"])
-        chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
-        if chunks and ray is not None and ray.enabled:  # the same batches, each with its files
-            from faceaudit.torch_layer.sharded import run_batches
 
-            at = dict(zip(ids, paths))
-            run_batches(ray, functools.partial(ImageEmbedder, builders[k], folder.path),
-                        [[(h, at[h]) for h in chunk] for chunk in chunks], use_gpu=use_gpu,
-                        progress=lambda done: progress(done, f"embed {encoder.encoder_id}", total=len(chunks)))
-        elif chunks:  # the bar counts batches; the loader streams them (decoding ahead in its workers)
-            bar = progress(range(len(chunks)), f"embed {encoder.encoder_id}")
-            for hashes, batch, _ in zip(chunks, _batches(paths, encoder, size, workers), bar):
-                vectors, found = encoder.embed_batch(batch)
-                store.write(hashes, vectors, found)
-        computed[encoder.encoder_id] = len(todo)
-        for role in encoder.roles:
-            if role != "text":
-                roles[role] = index_entry(encoder.encoder_id, encoder.preprocessing_id)
-        if hasattr(encoder, "embed_texts"):
-            edited = manifest[manifest["edit_phrase"] != ""]
-            targets = [edit_target(p, e) for p, e in zip(edited["prompt"], edited["edit_phrase"])]
-            wanted = sorted({t for t in (*manifest["prompt"], *manifest["edit_phrase"], *targets, *texts) if t})
-            if wanted:  # images without prompts (a user's folder) have no text side
-                tstore = EmbeddingStore.for_texts(folder.path, encoder.encoder_id)
-                have = tstore.done()
-                new = [t for t in wanted if text_key(t) not in have]
-                for i in range(0, len(new), size):
-                    chunk = new[i:i + size]
-                    tstore.write([text_key(t) for t in chunk], encoder.embed_texts(chunk))
-                roles["text"] = index_entry(encoder.encoder_id, encoder.preprocessing_id)
-    write_index(folder.path, roles)
-    return computed
+
+def _embed_texts(folder: AuditFolder, encoder, texts: Sequence[str], size: int) -> bool:
+    """Embed the prompts, edit phrases, edit targets and ``texts`` missing from the text
+    store; False when there is no text to embed (a user's folder of images without prompts)."""
+    manifest = folder.manifest
+    edited = manifest[manifest["edit_phrase"] != ""]
+    targets = [edit_target(p, e) for p, e in zip(edited["prompt"], edited["edit_phrase"])]
+    wanted = sorted({t for t in (*manifest["prompt"], *manifest["edit_phrase"], *targets, *texts) if t})
+    if not wanted:
+        return False
+    store = EmbeddingStore.for_texts(folder.path, encoder.encoder_id)
+    have = store.done()
+    new = [t for t in wanted if text_key(t) not in have]
+    for i in range(0, len(new), size):
+        chunk = new[i:i + size]
+        store.write([text_key(t) for t in chunk], encoder.embed_texts(chunk))
+    return True

@@ -103,8 +103,7 @@ def test_clustered_accuracy_resamples_identities(rng, key):
     pairs = fc.verification_pairs(key, identity, impostors="any", impostors_per_genuine=2.0)
     scores = fc.pair_scores(x, pairs)
     keep = np.ones(pairs.genuine.size, bool)
-    result = fc.clustered_accuracy(key, scores, pairs.genuine, identity[pairs.first], identity[pairs.second],
-                                   num_bootstrap=200)
+    result = fc.clustered_accuracy(key, scores, pairs, identity, num_bootstrap=200)
     base = np.where(pairs.genuine, 1.0 / pairs.genuine.sum(), 1.0 / (~pairs.genuine).sum())
     k_cv, _ = jax.random.split(key)
     want = fc.verification_accuracy(k_cv, scores, pairs.genuine, weights=jnp.asarray(base))
