@@ -59,8 +59,8 @@ def write_world(folder: Path, groups: int, n: int, d: int, seed: int = 0) -> lis
     np.save(folder / "real.npy", real)
     np.save(folder / "fake.npy", fake)
     (folder / "groups.txt").write_text("\n".join(labels) + "\n")
-    return [str(folder / "real.npy"), str(folder / "fake.npy"), "--groups-real", str(folder / "groups.txt"),
-            "--groups-fake", str(folder / "groups.txt")]
+    return [str(folder / "real.npy"), str(folder / "fake.npy"), "--reference-groups", str(folder / "groups.txt"),
+            "--generated-groups", str(folder / "groups.txt")]
 
 
 def run_cli(args: list[str]) -> tuple[float, int]:

@@ -21,6 +21,7 @@ from faceaudit.files import records
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.lock import folder_lock
 from faceaudit.stages import EXPLAIN_DRAWS, FIT_DRAWS, StageResult
+from faceaudit.stages.embed import DEFAULT_CLIP, encoders_for
 
 try:
     VERSION = metadata.version("faceaudit")
@@ -28,29 +29,49 @@ except metadata.PackageNotFoundError:  # a source tree that is not installed
     VERSION = "0+unknown"
 
 
+def _option(default, help: str, *, flag: str | None = None, metavar: str | None = None, argument: bool = False):
+    """An audit option, declared once: ``faceaudit audit`` is generated from these fields
+    (``faceaudit.cli.options``), and the stage commands share their help and defaults."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar,
+                                                        "argument": argument})
+
+
+METRICS_HELP = ("Comma-separated distribution metrics (default: those that rank groups fairly; `--metrics list` "
+                "prints every metric and what it estimates).")
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditSettings:
-    out: Path = Path("faceaudit-out")
-    seed: int = 0
-    draws: int | None = None  # posterior draws (and warm-up steps) per chain of both fits (None: FIT_DRAWS, EXPLAIN_DRAWS)
-    chains: int = 2
-    simulate_config: Path | None = None
-    force: tuple[str, ...] = ()  # stages to redo whatever their records say ("all": every one)
-    spec: Path | None = None  # a real audit: generate from this spec
-    images: Path | None = None  # ... or audit images you already have
-    manifest: Path | None = None
-    training_size: float | None = None  # explain needs it for real audits
-    plan_budget: float | None = None
-    interval: str = "jackknife"
-    bootstrap: int = 0
-    metrics: tuple[str, ...] | None = None  # distribution metrics (None: those that rank groups fairly)
-    clip: str = "ViT-B-32"  # image audits: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a path, or "random")
-    ray: str | None = None  # generate and embed on Ray actors at this address (None: the spec's [ray])
-    ray_workers: int | None = None
-    allow_outside_images: bool = False  # --images: read manifest paths outside the folder too
+    """Every option of ``faceaudit audit``, in the order ``--help`` lists them, with the
+    rules between them; checked when built, before any work (in ``--dry-run`` too)."""
+
+    spec: Path | None = _option(None, "Audit spec: generate with real models.", metavar="[SPEC]", argument=True)
+    out: Path = _option(Path("faceaudit-out"), "Output folder (stage files, report.html).", flag="--out")
+    images: Path | None = _option(None, "Audit a folder of your own images (with --manifest).")
+    manifest: Path | None = _option(None, "CSV/Parquet: path, role, group columns of --images.")
+    clip: str = _option(DEFAULT_CLIP, "Images without a spec: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a "
+                                      "checkpoint path; 'random' only for tests).")
+    training_size: float | None = _option(None, "Generator's training images (enables explain and plan on real audits).")
+    simulate_config: Path | None = _option(None, "TOML file with a [simulate] table for the simulated world.")
+    plan_budget: float | None = _option(None, "Extra training images to plan (default: a quarter of the training size).")
+    seed: int = _option(0, "Seed of every stage (subsets, resampling, samplers).")
+    draws: int | None = _option(None, "Posterior draws (and warm-up steps) per chain of the fits "
+                                      f"[default: {FIT_DRAWS} disparity, {EXPLAIN_DRAWS} explain].")
+    chains: int = _option(2, "Chains per posterior fit.")
+    interval: str = _option("jackknife", "Interval of the distribution metrics: jackknife (default; no resampling "
+                                         "duplicates), or the bootstrap's basic, percentile, bca.")
+    bootstrap: int = _option(0, "Bootstrap replicates (bootstrap intervals only; at least 20).")
+    metrics: tuple[str, ...] | None = _option(None, METRICS_HELP, flag="--metrics")
+    force: tuple[str, ...] = _option((), "Redo this stage (repeat for more; 'all' for every one).", flag="--force")
+    ray: str | None = _option(None, "Shard generate and embed over Ray actors: 'local' starts Ray here, 'auto' or "
+                                    "ray://head:10001 joins a cluster (default: the spec's [ray]; needs faceaudit[ray]).",
+                              flag="--ray", metavar="ADDRESS")
+    ray_workers: int | None = _option(None, "Ray actors, one model each (default: the spec's [ray].workers).")
+    allow_outside_images: bool = _option(False, "With --images: also read manifest paths outside the images folder "
+                                                "(refused by default: their pixels end up in the report).",
+                                         flag="--allow-outside-images")
 
     def __post_init__(self):
-        """Options are checked when the settings are built: before any work, in --dry-run too."""
         for name, minimum in (("draws", 1), ("chains", 1), ("seed", 0), ("bootstrap", 0)):
             value = getattr(self, name)
             if name == "draws" and value is None:
@@ -63,19 +84,29 @@ class AuditSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        check_sources(self.spec, self.images, self.manifest)
 
     def no_effect(self) -> list[str]:
         """Options given that do nothing in this mode (said before any work)."""
         from faceaudit.tables.metrics import unused_bootstrap
 
         out = unused_bootstrap(self.interval, self.bootstrap)
-        if self.images is None and self.clip != "ViT-B-32":
+        if self.images is None and self.clip != DEFAULT_CLIP:
             out.append("--clip has no effect without --images (a spec names its encoders; a simulated world has none)")
         if self.allow_outside_images and self.images is None:
             out.append("--allow-outside-images has no effect without --images")
         if self.spec is None and (self.ray is not None or self.ray_workers is not None) and self.images is None:
             out.append("--ray has no effect on a simulated world (nothing to generate or embed)")
         return out
+
+
+def check_sources(spec, images, manifest) -> None:
+    """Where the images come from: a spec, or --images with --manifest, or neither (a
+    simulated world, or a folder already holding them)."""
+    if (images is None) != (manifest is None):
+        raise ValueError("--images and --manifest go together")
+    if spec is not None and images is not None:
+        raise ValueError("pass a spec or --images, not both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +141,7 @@ def steps(settings: AuditSettings) -> list[Step]:
         out += [Step(generate, generate.Settings(Path(settings.spec), sharding)),
                 Step(embed, embed.Settings(spec.encoders, perceived.templates, sharding))]
     elif settings.images is not None:
-        from faceaudit.files.spec import EncoderSpec
-
-        architecture, _, pretrained = settings.clip.partition(":")
-        encoders = (EncoderSpec("clip", architecture, pretrained), EncoderSpec("dlib"))
+        encoders = encoders_for(settings.clip)
         perceived = perceive.Settings(fit=fit)
         out += [Step(ingest, ingest.Settings(Path(settings.images), Path(settings.manifest), settings.allow_outside_images)),
                 Step(embed, embed.Settings(encoders, perceived.templates))]
@@ -177,12 +205,8 @@ def preflight(settings: AuditSettings, *, check_out: bool = True) -> list[Step]:
     """
     if settings.simulate_config is not None and not Path(settings.simulate_config).is_file():
         raise FileNotFoundError(f"simulation config not found: {settings.simulate_config}")
-    if (settings.images is None) != (settings.manifest is None):
-        raise ValueError("--images and --manifest go together")
     if settings.images is not None and not Path(settings.images).is_dir():
         raise FileNotFoundError(f"image folder not found: {settings.images}")
-    if settings.spec is not None and settings.images is not None:
-        raise ValueError("pass a spec or --images, not both")
     if check_out:
         _check_writable(Path(settings.out))
     plan = steps(settings)

@@ -441,8 +441,8 @@ def test_a_registered_metric_reaches_the_cli_table_metrics_parquet_and_the_repor
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     (tmp_path / "g.txt").write_text("\n".join(labels))
-    shown = _cli("metrics", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--groups-real", str(tmp_path / "g.txt"),
-                 "--groups-fake", str(tmp_path / "g.txt"), "--metrics", "cmmd_median", "--json", str(tmp_path / "m.json"))
+    shown = _cli("metrics", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--reference-groups", str(tmp_path / "g.txt"),
+                 "--generated-groups", str(tmp_path / "g.txt"), "--metrics", "cmmd_median", "--json", str(tmp_path / "m.json"))
     assert shown.returncode == 0 and "cmmd_median" in shown.stdout, shown.stderr[-2000:]
     by_group = {r["group"]: r["value"] for r in json.loads((tmp_path / "m.json").read_text())["rows"]}
     sigma = fc.median_bandwidth(x, y)

@@ -20,7 +20,8 @@ def test_help_tells_the_story():
     for word in ("metrics", "demo", "faces", "groups"):
         assert word in result.output
     sub = runner.invoke(app, ["metrics", "--help"])
-    assert sub.exit_code == 0 and "--groups-real" in sub.output and "interval" in sub.output
+    assert sub.exit_code == 0 and "--reference-groups" in sub.output and "interval" in sub.output
+    assert "--groups-real" not in sub.output  # the deprecated name still works, unlisted
     # Help text is printed verbatim: bracketed words survive (no markup parsing).
     audit = runner.invoke(app, ["audit", "--help"])
     assert "[simulate]" in audit.output and "--dry-run" in audit.output
@@ -46,7 +47,7 @@ def test_metrics_writes_overall_and_per_group_json(files):
         app,
         [
             "metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"),
-            "--groups-real", str(tmp / "real.txt"), "--groups-fake", str(tmp / "fake_groups.npy"),
+            "--reference-groups", str(tmp / "real.txt"), "--generated-groups", str(tmp / "fake_groups.npy"),
             "--metrics", "mmd2,fd,fd_unbiased,precision,vendi", "--seed", "3", "--json", str(out),
         ],
     )
@@ -64,6 +65,25 @@ def test_metrics_writes_overall_and_per_group_json(files):
     assert "mmd2" in result.output and "interval of" in result.output
 
 
+def test_deprecated_group_options_still_work_and_say_so(files):
+    """--groups-real/--groups-fake (the names before reference/generated) give the same rows."""
+    tmp = files[0]
+    common = ["metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"), "--metrics", "mmd2", "--seed", "1"]
+    outputs = []
+    for i, flags in enumerate((["--reference-groups", "--generated-groups"], ["--groups-real", "--groups-fake"])):
+        out = tmp / f"rows{i}.json"
+        result = runner.invoke(app, [*common, flags[0], str(tmp / "real.txt"), flags[1], str(tmp / "fake_groups.npy"),
+                                     "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        outputs.append((result.output, json.loads(out.read_text())["rows"]))
+    assert outputs[0][1] == outputs[1][1]
+    assert "is deprecated" not in outputs[0][0]
+    assert "--groups-real is deprecated: use --reference-groups" in outputs[1][0]
+    both = runner.invoke(app, [*common, "--groups-real", str(tmp / "real.txt"), "--reference-groups", str(tmp / "real.txt"),
+                               "--generated-groups", str(tmp / "fake_groups.npy")])
+    assert both.exit_code == 2 and "pass --reference-groups only" in both.output
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -78,7 +98,7 @@ def test_metrics_errors_name_the_file(files, mutate, message):
     mutate(tmp)
     result = runner.invoke(
         app,
-        ["metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"), "--groups-real", str(tmp / "real.txt"), "--groups-fake", str(tmp / "fake_groups.npy")],
+        ["metrics", str(tmp / "real.npy"), str(tmp / "fake.npy"), "--reference-groups", str(tmp / "real.txt"), "--generated-groups", str(tmp / "fake_groups.npy")],
     )
     assert result.exit_code == 2
     assert message in result.output

@@ -84,10 +84,6 @@ def bold(text: str) -> Text:
     return Text(text, style="bold")
 
 
-METRICS_HELP = ("Comma-separated distribution metrics (default: those that rank groups fairly; `--metrics list` "
-                "prints every metric and what it estimates).")
-
-
 def metric_names(text: str | None) -> tuple[str, ...] | None:
     """``--metrics``: the names asked for, None for the default set; ``list`` prints the
     catalogue's distribution and diversity metrics (name, default or not, estimand) and exits.

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import METRICS_HELP, app, console, failing, metric_names, table, warn
+from faceaudit.cli.app import app, console, failing, metric_names, table, warn
+from faceaudit.cli.options import DEFAULTS, Bootstrap, Interval, Metrics, Seed
 from faceaudit.tables import catalogue
 from faceaudit.tables.catalogue import ALL
 
@@ -59,19 +60,21 @@ def print_rows(rows: list[dict], title: str) -> None:
 
 @app.command()
 def metrics(
-    real: Annotated[Path, typer.Argument(help="Real (reference) embeddings, an (n, d) .npy array.")],
-    fake: Annotated[Path, typer.Argument(help="Generated embeddings, an (m, d) .npy array.")],
-    groups_real: Annotated[Path | None, typer.Option(help="Group label per real row (.npy, or text with one label per line).")] = None,
-    groups_fake: Annotated[Path | None, typer.Option(help="Group label per generated row.")] = None,
-    metric_list: Annotated[str | None, typer.Option("--metrics", help=METRICS_HELP)] = None,
-    interval: Annotated[str, typer.Option(help="jackknife (default; no resampling duplicates), or the bootstrap's basic, percentile, bca.")] = "jackknife",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates (bootstrap intervals only; at least 20).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for subsets and resampling.")] = 0,
+    reference: Annotated[Path, typer.Argument(help="Reference (real) embeddings, an (n, d) .npy array.")],
+    generated: Annotated[Path, typer.Argument(help="Generated embeddings, an (m, d) .npy array.")],
+    reference_groups: Annotated[Path | None, typer.Option(help="Group label per reference row (.npy, or text with one label per line).")] = None,
+    generated_groups: Annotated[Path | None, typer.Option(help="Group label per generated row.")] = None,
+    metric_list: Metrics = None,
+    interval: Interval = DEFAULTS.interval,
+    bootstrap: Bootstrap = DEFAULTS.bootstrap,
+    seed: Seed = DEFAULTS.seed,
     confidence: Annotated[float, typer.Option(help="Interval coverage.")] = 0.95,
     k: Annotated[int, typer.Option(help="Neighbourhood size for precision/recall/density/coverage.")] = 5,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON here.")] = None,
+    groups_real: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated name of --reference-groups.")] = None,
+    groups_fake: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated name of --generated-groups.")] = None,
 ) -> None:
-    """Distribution shift between real and generated embeddings, overall and per group.
+    """Distribution shift between reference and generated embeddings, overall and per group.
 
     KID (the all-pairs unbiased MMD^2) ranks groups without bias at any size; FD in the
     audit space (the top principal directions of half the reference rows, measured on the
@@ -90,26 +93,39 @@ def metrics(
 
     asked = metric_names(metric_list)
     with failing():
+        reference_groups = _renamed(groups_real, "--groups-real", reference_groups, "--reference-groups")
+        generated_groups = _renamed(groups_fake, "--groups-fake", generated_groups, "--generated-groups")
         settings = DistributionSettings(metrics=asked, confidence=confidence, k=k, interval=interval,
                                         bootstrap=bootstrap)
         check_output_file(json_out, "--json")
         for note in settings.no_effect():
             warn(note)
-        x = np.asarray(core._validate.features(load_embeddings(real), str(real)))
-        y = np.asarray(core._validate.features(load_embeddings(fake), str(fake)))
+        x = np.asarray(core._validate.features(load_embeddings(reference), str(reference)))
+        y = np.asarray(core._validate.features(load_embeddings(generated), str(generated)))
         if x.shape[1] != y.shape[1]:
-            raise ValueError(f"{real} has {x.shape[1]} columns but {fake} has {y.shape[1]}: both must come from one encoder")
-        refuse_repeated_rows({str(real): x, str(fake): y})
-        if (groups_real is None) != (groups_fake is None):
-            raise ValueError("pass --groups-real and --groups-fake together")
-        gx = load_labels(groups_real, len(x), of=str(real)) if groups_real else np.full(len(x), ALL)
-        gy = load_labels(groups_fake, len(y), of=str(fake)) if groups_fake else np.full(len(y), ALL)
-        rows = distribution_rows(jax.random.key(seed), x, gx, y, gy, settings, overall=groups_real is not None)
+            raise ValueError(f"{reference} has {x.shape[1]} columns but {generated} has {y.shape[1]}: "
+                             "both must come from one encoder")
+        refuse_repeated_rows({str(reference): x, str(generated): y})
+        if (reference_groups is None) != (generated_groups is None):
+            raise ValueError("pass --reference-groups and --generated-groups together")
+        gx = load_labels(reference_groups, len(x), of=str(reference)) if reference_groups else np.full(len(x), ALL)
+        gy = load_labels(generated_groups, len(y), of=str(generated)) if generated_groups else np.full(len(y), ALL)
+        rows = distribution_rows(jax.random.key(seed), x, gx, y, gy, settings, overall=reference_groups is not None)
         print_rows(rows, "faceaudit metrics")
         if json_out is not None:
-            write_json(json_out, {"real": str(real), "fake": str(fake), "n_real": len(x), "n_fake": len(y),
-                                  "dim": int(x.shape[1]), "seed": seed, "rows": rows})
+            write_json(json_out, {"reference": str(reference), "generated": str(generated), "n_reference": len(x),
+                                  "n_generated": len(y), "dim": int(x.shape[1]), "seed": seed, "rows": rows})
             console.print(f"wrote {json_out}")
+
+
+def _renamed(old_value, old_flag: str, value, flag: str):
+    """An option given under its deprecated name: said, and read as the new one."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"pass {flag} only ({old_flag} is its deprecated name)")
+    warn(f"{old_flag} is deprecated: use {flag}")
+    return old_value
 
 
 @app.command()

@@ -10,14 +10,25 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import METRICS_HELP, app, bold, console, failing, metric_names, table, warn
+from faceaudit.cli.app import app, bold, console, failing, metric_names, table, warn
+from faceaudit.cli.options import (
+    DEFAULTS,
+    AllowOutsideImages,
+    Bootstrap,
+    Chains,
+    Clip,
+    Images,
+    Interval,
+    Manifest,
+    Metrics,
+    RayAddress,
+    RayWorkers,
+    Seed,
+    shared,
+)
 from faceaudit.stages import EXPLAIN_DRAWS, FIT_DRAWS
 
 AuditDir = Annotated[Path, typer.Argument(help="Audit folder (manifest.parquet + embeddings/).")]
-RayAddress = Annotated[str | None, typer.Option(
-    "--ray", metavar="ADDRESS", help="Shard the work over Ray actors: 'local' starts Ray here, 'auto' or "
-    "ray://head:10001 joins a cluster (default: the spec's [ray]; needs faceaudit[ray]).")]
-RayWorkers = Annotated[int | None, typer.Option("--ray-workers", help="Ray actors, one model each (default: the spec's [ray].workers).")]
 
 
 def _run(folder: Path, module, settings):
@@ -28,9 +39,9 @@ def _run(folder: Path, module, settings):
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the simulated audit into.")],
-    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same files.")] = 0,
-    config: Annotated[Path | None, typer.Option(help="TOML file with a [simulate] table overriding the defaults.")] = None,
+    out: shared("out", help="Folder to write the simulated audit into."),
+    seed: shared("seed", help="Seed: the same seed writes the same files.") = DEFAULTS.seed,
+    config: shared("simulate_config") = None,
 ) -> None:
     """Draw a synthetic world from the analytical model (groups, identities, a training set
     with shares pi, the generator fitted to it) and write the files the real pipeline writes
@@ -53,7 +64,7 @@ def simulate(
 @app.command()
 def generate(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Audit spec (TOML).")],
-    out: Annotated[Path, typer.Option("--out", help="Audit folder: images/, manifest.parquet.")] = Path("faceaudit-out"),
+    out: shared("out", help="Audit folder: images/, manifest.parquet.") = DEFAULTS.out,
     ray: RayAddress = None,
     ray_workers: RayWorkers = None,
 ) -> None:
@@ -73,32 +84,31 @@ def generate(
 @app.command()
 def embed(
     spec_path: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="Audit spec naming the encoders.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Audit folder (manifest.parquet, images).")] = Path("faceaudit-out"),
-    images: Annotated[Path | None, typer.Option(help="A folder of your own images (with --manifest).")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="CSV/Parquet: path, role, group columns of --images.")] = None,
-    clip: Annotated[str, typer.Option(help="Without a spec: open_clip ARCHITECTURE[:PRETRAINED] (a tag, a checkpoint path, or 'random' for tests).")] = "ViT-B-32",
+    out: shared("out", help="Audit folder (manifest.parquet, images).") = DEFAULTS.out,
+    images: Images = None,
+    manifest: Manifest = None,
+    clip: Clip = DEFAULTS.clip,
     ray: RayAddress = None,
     ray_workers: RayWorkers = None,
-    allow_outside_images: Annotated[bool, typer.Option("--allow-outside-images", help="With --images: also read manifest paths outside the images folder.")] = False,
+    allow_outside_images: AllowOutsideImages = DEFAULTS.allow_outside_images,
 ) -> None:
     """Embed every image with open_clip (image + prompts), dlib (face detection + 128-d
     descriptor) and any DINOv2 encoder of the spec; images already embedded by the same
     encoder and preprocessing are skipped. Encoders use real pretrained weights, or the
     command refuses before any work and says how to pass a local checkpoint."""
-    from faceaudit.files.spec import EncoderSpec, RaySpec, load_spec
+    from faceaudit.files.spec import RaySpec, load_spec
+    from faceaudit.pipeline import check_sources
     from faceaudit.stages import embed as stage
     from faceaudit.stages import ingest
 
     with failing():
-        if (images is None) != (manifest is None):
-            raise ValueError("--images and --manifest go together")
+        check_sources(spec_path, images, manifest)
         templates = stage.Settings().zero_shot_templates
         if spec_path is not None:
             spec = load_spec(spec_path)
             encoders, sharding, templates = spec.encoders, spec.ray, spec.perceive.templates
         else:
-            arch, _, pretrained = clip.partition(":")
-            encoders, sharding = (EncoderSpec("clip", arch, pretrained), EncoderSpec("dlib")), RaySpec()
+            encoders, sharding = stage.encoders_for(clip), RaySpec()
         settings = stage.Settings(tuple(encoders), templates, ray=sharding.override(ray, ray_workers))
         for line in stage.preflight(settings):
             console.print(f"weights: {line}")
@@ -113,10 +123,10 @@ def embed(
 @app.command()
 def measure(
     audit: AuditDir,
-    seed: Annotated[int, typer.Option(help="Seed of subsets and resampling.")] = 0,
-    interval: Annotated[str, typer.Option(help="jackknife (default), or the bootstrap's basic, percentile, bca (size-independent metrics).")] = "jackknife",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates, for bootstrap intervals only.")] = 0,
-    metric_list: Annotated[str | None, typer.Option("--metrics", help=METRICS_HELP)] = None,
+    seed: Seed = DEFAULTS.seed,
+    interval: Interval = DEFAULTS.interval,
+    bootstrap: Bootstrap = DEFAULTS.bootstrap,
+    metric_list: Metrics = None,
 ) -> None:
     """Every per-group metric of an audit folder into metrics.parquet: distribution shift to
     the reference (KID, FD in the audit space, precision/recall/density/coverage at a common
@@ -141,9 +151,9 @@ def perceive(
     audit: AuditDir,
     spec_path: Annotated[Path | None, typer.Option("--spec", help="Audit spec whose [perceive] table sets the classifiers, templates and reference mixes.")] = None,
     classifier: Annotated[str | None, typer.Option(help="Perceived-attribute classifier(s), comma-separated: clip (zero-shot from the embeddings), simulated (a simulated world's classifier). Default: simulated for a simulated world, else clip.")] = None,
-    draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = 1500,
-    chains: Annotated[int, typer.Option(help="Chains.")] = 2,
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    draws: Annotated[int | None, typer.Option(help="Posterior draws per chain (and as many warm-up steps; default: the fit's, enough for a tail ESS of 400 at 8 categories).")] = None,
+    chains: Chains = DEFAULTS.chains,
+    seed: Seed = DEFAULTS.seed,
     skew_threshold: Annotated[float | None, typer.Option(help="Rank neutral prompts by P(MAD from the reference mix > this) (default 0.05).")] = None,
 ) -> None:
     """Who gets drawn: what each image shows by a perceived-attribute classifier, corrected
@@ -155,9 +165,9 @@ def perceive(
     from faceaudit.stages import perceive as stage
 
     with failing():
-        settings = stage.settings_for(AuditFolder(audit), spec_path, classifier, stage.FitSettings(draws, chains, seed),
-                                      skew_threshold)
-        with console.status(f"fitting the confusion-corrected mixes ({chains} chains x {draws} draws)"):
+        fit = stage.FitSettings(chains=chains, seed=seed, **({} if draws is None else {"draws": draws}))
+        settings = stage.settings_for(AuditFolder(audit), spec_path, classifier, fit, skew_threshold)
+        with console.status(f"fitting the confusion-corrected mixes ({fit.chains} chains x {fit.draws} draws)"):
             result = _run(audit, stage, settings)
     for line in stage.describe(AuditFolder(audit), result.summary):
         console.print(line)
@@ -177,7 +187,7 @@ def disparity(
     samples: Annotated[int | None, typer.Option(help="Posterior draws per chain (default 500; 800 in an audit folder).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up steps per chain (default: as many as draws).")] = None,
     chains: Annotated[int | None, typer.Option(help="Chains (default 4; 2 in an audit folder).")] = None,
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    seed: Seed = DEFAULTS.seed,
     hdi: Annotated[float, typer.Option(help="HDI probability.")] = 0.95,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summaries as JSON here (tables).")] = None,
     posterior: Annotated[Path | None, typer.Option(help="Write the arviz InferenceData (netCDF) here (tables).")] = None,
@@ -191,7 +201,7 @@ def disparity(
 
     with failing():
         if table_path.is_dir():
-            settings = stage.Settings(samples or FIT_DRAWS, chains or 2, seed)
+            settings = stage.Settings(samples or FIT_DRAWS, chains or DEFAULTS.chains, seed)
             with console.status(f"sampling {settings.chains} chains x {settings.draws} draws"):
                 result = _run(table_path, stage, settings)
             summary = result.summary
@@ -265,8 +275,8 @@ def explain(
     audit: AuditDir,
     training_size: Annotated[float, typer.Option(help="Images in the generator's training set (FD does not identify it; a simulated world's is in its config).")],
     draws: Annotated[int, typer.Option(help="Posterior draws per chain (and as many warm-up steps).")] = EXPLAIN_DRAWS,
-    chains: Annotated[int, typer.Option(help="Chains.")] = 2,
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    chains: Chains = DEFAULTS.chains,
+    seed: Seed = DEFAULTS.seed,
     share_concentration: Annotated[float | None, typer.Option(
         help="Dirichlet concentration of the shares' prior (default: the model's; below 1 lets one group dominate).",
     )] = None,
