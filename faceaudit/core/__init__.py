@@ -14,6 +14,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from . import _group_metrics as metrics  # noqa: E402
+from ._classical import group_tests  # noqa: E402
 from ._audit_space import AuditSpace, audit_dimension, audit_space, space_rows  # noqa: E402
 from ._cosine import clip_score, cosine_similarity, directional_similarity, image_similarity, pixel_distances  # noqa: E402
 from ._frechet import (  # noqa: E402
@@ -81,6 +82,7 @@ from ._selection import (  # noqa: E402
     TrainingMix,
     TrainingStats,
     bures_squared,
+    default_length_scale,
     expected_fd,
     fit_generator,
     gaussian_frechet,
@@ -94,11 +96,14 @@ from ._selection import (  # noqa: E402
 from ._skin_tone import ITA_CATEGORIES, MONK_CATEGORIES, ita, ita_category, monk_bin, skin_tone, srgb_to_lab  # noqa: E402
 from ._vendi import vendi_score, vendi_score_weighted  # noqa: E402
 from ._verification import (  # noqa: E402
+    IDENTITY_THRESHOLDS,
     ClusteredAccuracy,
+    IdentityMatch,
     Pairs,
     VerificationSummary,
     clustered_accuracy,
     equal_error_rate,
+    identity_match,
     pair_scores,
     roc_auc,
     tar_at_far,
@@ -116,6 +121,8 @@ __all__ = [
     "FDPrediction",
     "GROUP_METRICS",
     "GaussianStats",
+    "IDENTITY_THRESHOLDS",
+    "IdentityMatch",
     "GeneratedGaussians",
     "GroupEstimates",
     "ITA_CATEGORIES",
@@ -138,6 +145,9 @@ __all__ = [
     "basic_interval",
     "bca_interval",
     "bures_squared",
+    "default_length_scale",
+    "group_tests",
+    "identity_match",
     "Scheme",
     "by_group",
     "pooled",

@@ -69,6 +69,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _linalg
 from ._frechet import _phi  # the metric core's own bias formula, shared, not copied
@@ -399,3 +400,16 @@ def measured_fd_bias(gen_covs: Array, target_covs: Array, n_generated, n_referen
     n_g = jnp.broadcast_to(jnp.asarray(n_generated, dtype=gen_covs.dtype), gen_covs.shape[:1])
     n_r = jnp.broadcast_to(jnp.asarray(n_reference, dtype=gen_covs.dtype), gen_covs.shape[:1])
     return jax.vmap(one)(gen_covs, target_covs, n_g, n_r)
+
+
+def default_length_scale(means) -> float:
+    """The transfer kernel's length scale when none is given: the median distance between
+    two groups' means (so about half the group pairs transfer more than ``exp(-1/2)``)."""
+    m = np.asarray(means, dtype=float)
+    if m.ndim != 2 or m.shape[0] < 2:
+        raise ValueError(f"means must be (G, d) with at least 2 groups, got shape {m.shape}")
+    gaps = np.sqrt(((m[:, None] - m[None]) ** 2).sum(-1))[np.triu_indices(len(m), 1)]
+    scale = float(np.median(gaps))
+    if not scale > 0:
+        raise ValueError("the group means coincide: no length scale can be read from them; pass one")
+    return scale

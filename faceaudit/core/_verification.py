@@ -334,3 +334,31 @@ def clustered_accuracy(
     v = float(value)
     return ClusteredAccuracy(value, float(np.std(usable, ddof=1)), float(np.clip(2 * v - hi, 0.0, 1.0)),
                              float(np.clip(2 * v - lo, 0.0, 1.0)), kept, reps)
+
+
+# Descriptor distance below which two faces are one person, per identity encoder: dlib's
+# 128-d descriptor uses 0.6 (dlib's and face_recognition's threshold; 99.38% on LFW).
+IDENTITY_THRESHOLDS = {"dlib": 0.6}
+
+
+class IdentityMatch(NamedTuple):
+    """Per pair: the descriptor distance and whether it is one person (1.0 / 0.0); NaN
+    where a face was not found. ``preserved`` is None for an encoder without a threshold."""
+
+    distance: np.ndarray
+    preserved: np.ndarray | None
+
+
+def identity_match(first, second, found, *, encoder: str) -> IdentityMatch:
+    """Whether each pair of identity descriptors (rows of ``first`` and ``second``, where
+    ``found``) shows one person, by ``encoder``'s threshold (``IDENTITY_THRESHOLDS``; the
+    kind before any ``:`` of an encoder id)."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"identity descriptors must be two (P, d) arrays of one shape, got {a.shape} and {b.shape}")
+    found = np.asarray(found, dtype=bool)
+    distance = np.where(found, np.linalg.norm(a - b, axis=1), np.nan)
+    threshold = IDENTITY_THRESHOLDS.get(encoder.split(":")[0])
+    if threshold is None:
+        return IdentityMatch(distance, None)
+    return IdentityMatch(distance, np.where(found, (distance < threshold).astype(float), np.nan))

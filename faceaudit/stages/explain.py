@@ -141,8 +141,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         raise ValueError(f"the audit space has {d} dimensions for {len(groups)} groups; the fit needs at least one "
                          f"per group, i.e. about {10 * len(groups)} images per group and set")
     generators, fd, se = _observed_fd(metrics, groups, folder.file(METRICS))
-    gaps = np.sqrt(((means[:, None] - means[None]) ** 2).sum(-1))[np.triu_indices(len(groups), 1)]
-    length_scale = settings.length_scale or float(np.median(gaps))
+    length_scale = settings.length_scale or core.default_length_scale(means)
     directions = np.linalg.qr(np.random.default_rng(settings.seed).normal(size=(d, len(groups))))[0].T
     target = core.TargetWorld(jnp.asarray(means), jnp.asarray(covs), jnp.zeros_like(jnp.asarray(means)))
     verification, accuracy, source = _verification_design(folder, metrics, groups, generators)

@@ -53,7 +53,6 @@ from faceaudit.tables.metrics import (
 
 NAME = "measure"
 DESCRIBE = "per-group metrics with intervals"
-IDENTITY_THRESHOLD = {"dlib": 0.6}  # descriptor distance below which two faces are one person
 CLUSTER_BOOTSTRAP = 200
 
 
@@ -343,12 +342,11 @@ def _faithfulness(folder: AuditFolder, image_x: np.ndarray) -> pd.DataFrame:
         put("l2_distance", [float(p[1]) for p in pixel])
     if folder.has_role("identity"):
         face, found = folder.embeddings("identity")
-        threshold = IDENTITY_THRESHOLD.get(folder.index["identity"]["encoder"].split(":")[0])
-        both = found[src] & found[edit_rows]
-        dist = np.where(both, np.linalg.norm(face[src] - face[edit_rows], axis=1), np.nan)
-        put("identity_distance", dist)
-        if threshold is not None:
-            put("identity_preserved", np.where(both, (dist < threshold).astype(float), np.nan))
+        match = core.identity_match(face[src], face[edit_rows], found[src] & found[edit_rows],
+                                    encoder=folder.index["identity"]["encoder"])
+        put("identity_distance", match.distance)
+        if match.preserved is not None:
+            put("identity_preserved", match.preserved)
     return out
 
 

@@ -17,7 +17,6 @@ import functools
 import jax
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from faceaudit import core
 from faceaudit.files.manifest import group_label
@@ -291,17 +290,7 @@ def frequentist(data: PreparedData, confidence: float = 0.95) -> dict:
             low, high = core.wilson_interval(int(s.sum()), int(s.size), confidence)
             row["wilson_low"], row["wilson_high"] = float(low), float(high)
         rows.append(row)
-    out = {"groups": rows}
-    if spec.kind == "binary":
-        table = np.array([[int(s.sum()), int(s.size - s.sum())] for s in samples])
-        chi2, p, dof, _ = stats.chi2_contingency(table)
-        out["chi2"] = {"statistic": float(chi2), "dof": int(dof), "p_value": float(p)}
-    values = [s.astype(float) for s in samples]
-    f, p = stats.f_oneway(*values)
-    h, pk = stats.kruskal(*values)
-    out["anova"] = {"F": float(f), "p_value": float(p)}
-    out["kruskal_wallis"] = {"H": float(h), "p_value": float(pk)}
-    return out
+    return {"groups": rows, **core.group_tests(samples, binary=spec.kind == "binary")}
 
 
 def summary(idata, data: PreparedData) -> dict:

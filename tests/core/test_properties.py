@@ -65,6 +65,8 @@ NOT_METRICS = {
     "gaussian_mmd2", "audit_space", "audit_dimension", "space_rows", "identity_spreads",
     # per-sample PRDC (test_reference.py) and the cluster bootstrap (test_verification.py)
     "knn_membership", "clustered_accuracy",
+    # classical tests, the identity threshold and the transfer length scale (test_classical.py)
+    "group_tests", "identity_match", "default_length_scale",
     # pixel distances of an edit pair (test_reference.py, against torch's losses)
     "pixel_distances",
     # the analytical selection model, checked against Monte Carlo in test_selection.py
