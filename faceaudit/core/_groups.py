@@ -364,8 +364,85 @@ class Scheme:
         return self.bootstrap if self.interval in _intervals.BOOTSTRAP_INTERVALS else 0
 
 
+# Interval schemes in parts, composed the way optax chains transformations:
+#   chain(Jackknife(blocks=40), CommonSize(200))  or  chain(Bootstrap("bca", 2000))
+# Each part sets its own fields of a Scheme; chain applies them in order and the Scheme
+# validates the result once.
+
+
+@dataclasses.dataclass(frozen=True)
+class Jackknife:
+    """Delete-block jackknife t interval: ``blocks`` replicates per set, each deleting one
+    block (or a ``delete`` share of the rows; None: the metric's own)."""
+
+    blocks: int = 20
+    delete: float | None = None
+
+    def fields(self) -> dict:
+        return {"interval": "jackknife", "blocks": self.blocks, "delete": self.delete}
+
+
+@dataclasses.dataclass(frozen=True)
+class HalfSamples:
+    """Delete-half jackknife (random half-samples, ``replicates`` per set): what PRDC's
+    k-NN radii need, since deleting a small block barely moves them."""
+
+    replicates: int = 20
+
+    def fields(self) -> dict:
+        return {"interval": "jackknife", "blocks": self.replicates, "delete": 0.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bootstrap:
+    """Bootstrap interval (``kind``: basic, percentile or bca) from ``replicates`` resamples;
+    for size-independent metrics only (duplicated rows shrink k-NN radii and spectra)."""
+
+    kind: str = "bca"
+    replicates: int = 2000
+
+    def fields(self) -> dict:
+        return {"interval": self.kind, "bootstrap": self.replicates}
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonSize:
+    """Size-dependent metrics at one size for every group (``"smallest"``, a number, a pair
+    ``(size_x, size_y)``, or ``"own"``: each group at its own size), averaged over
+    ``subsamples`` random subsets."""
+
+    size: object = "smallest"
+    subsamples: int = 8
+
+    def fields(self) -> dict:
+        return {"common_size": self.size, "subsamples": self.subsamples}
+
+
+def chain(*parts, confidence: float = 0.95, min_group_size: int = 2) -> Scheme:
+    """The ``Scheme`` of ``parts`` (at most one interval part and one ``CommonSize``),
+    validated once; parts left out keep the defaults (jackknife, the smallest group's size)."""
+    fields: dict = {"confidence": confidence, "min_group_size": min_group_size}
+    kinds = [type(part).__name__ for part in parts]
+    if sum(k in ("Jackknife", "HalfSamples", "Bootstrap") for k in kinds) > 1 or kinds.count("CommonSize") > 1:
+        raise ValueError(f"a scheme has one interval part and at most one CommonSize, got {kinds}")
+    for part in parts:
+        if not hasattr(part, "fields"):
+            raise TypeError(f"scheme parts are Jackknife, HalfSamples, Bootstrap and CommonSize, got {part!r}")
+        fields.update(part.fields())
+    return Scheme(**fields)
+
+
 _SCHEME_OPTIONS = ("interval", "confidence", "num_bootstrap", "jackknife_blocks", "jackknife_delete", "common_size",
                    "subsamples", "min_group_size")
+
+
+def _resolve_scheme(scheme, options: dict) -> Scheme:
+    """The scheme of a call: given (a ``Scheme`` or one part), or from keyword options."""
+    if scheme is not None and options:
+        raise ValueError(f"pass the interval options in the scheme or as keywords, not both: {sorted(options)}")
+    if scheme is None:
+        return Scheme.from_options(**options)
+    return scheme if isinstance(scheme, Scheme) else chain(scheme)
 
 
 def _split_options(metric, options: dict):
@@ -422,8 +499,9 @@ def by_group(metric, x, x_groups, y=None, y_groups=None, *, key: PRNGKey, scheme
         y: the generated set (two-sample metrics).
         y_groups: its labels.
         key: PRNG key for subsets and resampling.
-        scheme: the interval scheme (``Scheme``); or its fields as keywords under their
-            historical names: ``interval``, ``confidence``, ``num_bootstrap``,
+        scheme: the interval scheme: ``chain(Jackknife(...), CommonSize(...))``, one part
+            (``Bootstrap("bca", 2000)``) or a ``Scheme``; or its fields as keywords under
+            their historical names: ``interval``, ``confidence``, ``num_bootstrap``,
             ``jackknife_blocks``, ``jackknife_delete``, ``common_size``, ``subsamples``,
             ``min_group_size``.
 
@@ -437,9 +515,7 @@ def by_group(metric, x, x_groups, y=None, y_groups=None, *, key: PRNGKey, scheme
             check of the embedding arrays.
     """
     metric, options = _split_options(metric, options)
-    if scheme is not None and options:
-        raise ValueError(f"pass the interval options in the scheme or as keywords, not both: {sorted(options)}")
-    scheme = (scheme or Scheme.from_options(**options)).for_metric(metric)
+    scheme = _resolve_scheme(scheme, options).for_metric(metric)
     _validate.key(key)
     data = _grouped(metric, x, x_groups, y, y_groups, scheme)
     return _outputs(metric, data, _values(metric, data, scheme, key), scheme)
@@ -650,7 +726,8 @@ def _interval_ends(values: _Values, se, df, nx, ny, scheme: Scheme):
 POOLED_MAX_ROWS = 8192
 
 
-def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int = POOLED_MAX_ROWS, **options):
+def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int = POOLED_MAX_ROWS,
+           scheme: Scheme | None = None, **options):
     """``metric`` on all rows together, reported as the one group ``name``.
 
     Sets of at most ``max_rows`` rows are evaluated whole (``by_group`` with one label).
@@ -664,16 +741,17 @@ def pooled(metric, x, y=None, *, key: PRNGKey, name: str = "all", max_rows: int 
     one part. Other metrics, or bootstrap intervals, are evaluated whole.
     """
     metric, options = _split_options(metric, options)
+    scheme = _resolve_scheme(scheme, options)
     sizes = [len(x)] + ([len(y)] if y is not None else [])
     parts = -(-max(sizes) // max_rows)
     whole = (parts == 1 or not getattr(metric, "unbiased", False) or not metric.two_sample
-             or options.get("interval", "jackknife") != "jackknife")
+             or scheme.interval != "jackknife")
     if whole:
         labels = [np.full(n, name, dtype=object) for n in sizes]
-        return by_group(metric, x, labels[0], *((y, labels[1]) if y is not None else ()), key=key, **options)
+        return by_group(metric, x, labels[0], *((y, labels[1]) if y is not None else ()), key=key, scheme=scheme)
     rng = _host_rng(key)
     labels = [np.asarray([f"part {p}" for p in rng.permutation(np.arange(n) % parts)], dtype=object) for n in sizes]
-    by_part = by_group(metric, x, labels[0], y, labels[1], key=jax.random.fold_in(key, 1), **options)
+    by_part = by_group(metric, x, labels[0], y, labels[1], key=jax.random.fold_in(key, 1), scheme=scheme)
     results = by_part if isinstance(by_part, dict) else {metric.outputs[0]: by_part}
     out = {}
     for output, est in results.items():

@@ -63,6 +63,14 @@ class DistributionSettings:
                 chosen.append(metric.with_settings(self).select(asked))
         return sorted(chosen, key=lambda m: min(self.metrics.index(o) for o in m.outputs))
 
+    def scheme(self, metric, common_size) -> core.Scheme:
+        """The interval scheme of ``metric``: a size-dependent metric at ``common_size`` (the
+        delete-d jackknife its object chooses), the others by the chosen interval."""
+        if metric.size_dependent:
+            return core.chain(core.CommonSize(common_size, self.subsamples), confidence=self.confidence)
+        part = core.Jackknife() if self.interval == "jackknife" else core.Bootstrap(self.interval, self.bootstrap)
+        return core.chain(part, confidence=self.confidence)
+
     def no_effect(self) -> list[str]:
         """Options given that do nothing with the others (said before any work)."""
         return unused_bootstrap(self.interval, self.bootstrap)
@@ -171,15 +179,11 @@ def distribution_rows(key, reference, reference_groups, generated, generated_gro
                             f"{' + all' if overall and not metric.size_dependent else ''})")
         source = metric.source
         dim = space.dim if source == "audit" else reference.shape[1]
-        options = dict(key=jax.random.fold_in(key, index), confidence=settings.confidence)
-        if metric.size_dependent:
-            options.update(subsamples=settings.subsamples,
-                           common_size=gen_common if source == "generated" else (ref_common, gen_common))
-        else:
-            options.update(interval=settings.interval, num_bootstrap=settings.bootstrap)
-        results_of_metric = [core.by_group(metric, x, x_groups, y, gen_groups, **options)]  # y: None if one-sample
+        scheme = settings.scheme(metric, gen_common if source == "generated" else (ref_common, gen_common))
+        step_key = jax.random.fold_in(key, index)
+        results_of_metric = [core.by_group(metric, x, x_groups, y, gen_groups, key=step_key, scheme=scheme)]
         if overall and not metric.size_dependent:
-            results_of_metric.append(core.pooled(metric, x, y, name=ALL, **options))
+            results_of_metric.append(core.pooled(metric, x, y, name=ALL, key=step_key, scheme=scheme))
         for result in results_of_metric:
             results = result if isinstance(result, dict) else {metric.outputs[0]: result}
             for est in results.values():

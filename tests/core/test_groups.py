@@ -332,3 +332,33 @@ def test_a_proportion_is_the_share_its_binomial_se_and_scipys_wilson_interval(su
     p = successes / n
     assert share.value == p and share.se == pytest.approx(np.sqrt(p * (1 - p) / n), rel=1e-15)
     np.testing.assert_allclose([share.low, share.high], [want.low, want.high], rtol=FLOAT64_REFERENCE, atol=1e-15)
+
+
+def test_scheme_parts_compose_into_the_scheme_of_the_keywords(audit, key):
+    """chain(parts) is the Scheme the keyword options build, and by_group gives the same
+    numbers either way; parts that contradict each other are refused."""
+    real, real_lab, fake, fake_lab = audit
+    assert fc.chain(fc.Bootstrap("percentile", 50), confidence=0.9) == fc.Scheme(interval="percentile", bootstrap=50,
+                                                                                confidence=0.9)
+    assert fc.chain(fc.HalfSamples(12), fc.CommonSize(30, subsamples=4)) == fc.Scheme(
+        blocks=12, delete=0.5, common_size=30, subsamples=4)
+    assert fc.chain() == fc.Scheme()
+    cases = [
+        ("mmd2", fc.Bootstrap("bca", 40), dict(interval="bca", num_bootstrap=40)),
+        ("mmd2", fc.chain(fc.Jackknife(blocks=10)), dict(jackknife_blocks=10)),
+        ("precision", fc.chain(fc.HalfSamples(8), fc.CommonSize((30, 30), 3)),
+         dict(jackknife_blocks=8, jackknife_delete=0.5, common_size=(30, 30), subsamples=3)),
+    ]
+    for metric, scheme, keywords in cases:
+        by_scheme = fc.by_group(metric, real, real_lab, fake, fake_lab, key=key, scheme=scheme)
+        by_keywords = fc.by_group(metric, real, real_lab, fake, fake_lab, key=key, **keywords)
+        for field in ("estimate", "se", "low", "high"):
+            np.testing.assert_array_equal(getattr(by_scheme, field), getattr(by_keywords, field))
+    with pytest.raises(ValueError, match="one interval part"):
+        fc.chain(fc.Jackknife(), fc.Bootstrap())
+    with pytest.raises(TypeError, match="scheme parts are"):
+        fc.chain("bca")
+    with pytest.raises(ValueError, match="num_bootstrap >= 20"):
+        fc.chain(fc.Bootstrap("bca", 5))
+    with pytest.raises(ValueError, match="not both"):
+        fc.by_group("mmd2", real, real_lab, fake, fake_lab, key=key, scheme=fc.Jackknife(), interval="bca")

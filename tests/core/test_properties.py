@@ -62,6 +62,7 @@ NOT_METRICS = {
     "verification_summary", "xla_only",
     # intervals, contrasts and estimands, tested in test_groups.py and test_estimands.py
     "basic_interval", "jackknife_variance", "t_interval", "wilson_interval", "proportion", "group_contrast", "contrast",
+    "chain",
     "gaussian_mmd2", "audit_space", "audit_dimension", "space_rows", "identity_spreads",
     # per-sample PRDC (test_reference.py) and the cluster bootstrap (test_verification.py)
     "knn_membership", "clustered_accuracy",
