@@ -43,7 +43,7 @@ def one_world(seed: int) -> dict:
         mid = time.perf_counter()
         exp = run_stage(out, explain, steps["explain"].settings).summary
         end = time.perf_counter()
-        table = pd.read_parquet(out / "selection_summary.parquet").set_index("group")
+        table = pd.read_parquet(out / "training_mix_summary.parquet").set_index("group")
     shares = {g: v["share"] for g, v in truth["groups"].items()}
     covered = [bool(table.loc[g, "share_low"] <= s <= table.loc[g, "share_high"]) for g, s in shares.items()]
     ed = exp["diagnostics"]

@@ -111,7 +111,7 @@ def fit_world(skew: float, seed: int, concentrations, draws: int, work: Path, in
         folder = _with_true_values(measured, given)
         run_stage(folder, explain, explain.Settings(float(config.training_size), draws=draws, chains=2, seed=seed,
                                                     share_concentration=alpha))
-        post = read_netcdf(folder / "selection.nc", inference_data=True).posterior["shares"]
+        post = read_netcdf(folder / "training_mix.nc", inference_data=True).posterior["shares"]
         groups = [str(g) for g in post["group"].values]
         draws_ = post.isel(generator=0).stack(sample=("chain", "draw")).transpose("sample", "group").values
         low, high = np.quantile(draws_, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)

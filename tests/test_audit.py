@@ -41,7 +41,7 @@ STAGES = ["simulate", "perceive", "measure", "disparity", "explain", "plan", "re
 # Every file a stage writes, compared between runs (records hold timestamps of nothing).
 COMPARED = ["manifest.parquet", "embeddings/index.json", "identity_spreads.json", "metrics.parquet",
             "image_metrics.parquet", "contrasts.parquet", "audit_space.npz", "disparity.json", "posterior.nc",
-            "selection.nc", "selection_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
+            "training_mix.nc", "training_mix_summary.parquet", "share_curves.parquet", "plan.parquet", "plan.json",
             "classifier_labels.parquet", "perceived.parquet", "faithfulness.parquet", "representation.parquet",
             "perceive.json", "representation.nc"]
 
@@ -108,7 +108,7 @@ def test_audit_writes_every_stage_file_with_its_record(audited):
     np.testing.assert_allclose(t_rows.low[unclipped], (t_rows.value - half)[unclipped], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(t_rows.high[unclipped], (t_rows.value + half)[unclipped], rtol=1e-9, atol=1e-12)
     # The explain stage sees the simulated skew (15% Asian, 85% White).
-    shares = pd.read_parquet(out / "selection_summary.parquet").set_index("group")["share_mean"]
+    shares = pd.read_parquet(out / "training_mix_summary.parquet").set_index("group")["share_mean"]
     assert shares.filter(like="Asian").sum() < shares.filter(like="White").sum()
     # Inference never reads the answer key: explain's record lists what it read.
     explain = json.loads((out / "stage-records" / "explain.json").read_text())
@@ -140,7 +140,7 @@ def test_rerun_is_up_to_date_and_a_changed_input_reruns_downstream(audited, tmp_
 
 
 def test_each_stage_command_writes_what_the_audit_writes(audited, tmp_path):
-    """simulate, perceive, measure, disparity, explain, plan-mix and report one by one, with the
+    """simulate, perceive, measure, disparity, explain, plan and report one by one, with the
     audit's settings, give the audit's files; the audit then finds every stage up to date
     (those whose settings match) or reruns it to the same files."""
     root, out, _ = audited
@@ -151,7 +151,7 @@ def test_each_stage_command_writes_what_the_audit_writes(audited, tmp_path):
         ["measure", str(b)],
         ["disparity", str(b), "--samples", "40", "--chains", "2"],
         ["explain", str(b), "--training-size", "3000", *DRAWS],
-        ["plan-mix", "--selection", str(b / "selection.nc"), "--budget", "750", "--out", str(b)],
+        ["plan", "--posterior", str(b / "training_mix.nc"), "--budget", "750", "--out", str(b)],
         ["report", str(b)],
     ]
     for args in steps:
@@ -172,7 +172,7 @@ class Killed(BaseException):
 
 # The first file each stage writes; the stop lands before the stage's other files and record.
 FIRST_WRITE = {"simulate": "index.json", "perceive": "perceived.parquet", "measure": "audit_space.npz", "disparity": "posterior.nc",
-               "explain": "selection.nc", "plan": "plan.parquet", "report": "report.html"}
+               "explain": "training_mix.nc", "plan": "plan.parquet", "report": "report.html"}
 
 
 def test_a_stop_at_every_stage_resumes_to_the_same_files(audited, tmp_path, monkeypatch):
@@ -292,14 +292,14 @@ def test_a_finding_whose_fit_did_not_converge_says_so_in_its_own_sentence(audite
     from faceaudit.stages import report
 
     _, out, stdout = audited
-    selection = pd.read_parquet(out / "selection_summary.parquet")
-    assert selection["fit_problems"].iloc[0]  # 40 draws: R-hat / ESS problems
+    training_mix = pd.read_parquet(out / "training_mix_summary.parquet")
+    assert training_mix["fit_problems"].iloc[0]  # 40 draws: R-hat / ESS problems
     metrics = pd.read_parquet(out / "metrics.parquet")
-    lines = report.findings(metrics, None, None, selection)
+    lines = report.findings(metrics, None, None, training_mix)
     assert "The fit behind this finding did not converge" in lines[-1].plain
     assert "did not converge" in stdout
     assert "<b>The fit behind this finding did not converge</b>" in (out / "report.html").read_text()
-    converged = selection.assign(fit_problems="")
+    converged = training_mix.assign(fit_problems="")
     assert "did not converge" not in report.findings(metrics, None, None, converged)[-1].plain
 
 

@@ -155,3 +155,15 @@ def test_metrics_table_at_80_columns_cuts_no_number(tmp_path):
     if os.environ.get("FACEAUDIT_UPDATE_SNAPSHOTS"):
         SNAPSHOT.write_text(shown)
     assert shown == SNAPSHOT.read_text()
+
+
+def test_plan_mix_and_selection_are_the_old_names_of_plan_and_posterior(tmp_path):
+    """`plan-mix --selection` runs `plan --posterior` (here on a missing file, named), says it
+    is deprecated, and is not listed."""
+    missing = tmp_path / "training_mix.nc"
+    old = runner.invoke(app, ["plan-mix", "--selection", str(missing), "--budget", "10", "--out", str(tmp_path)])
+    new = runner.invoke(app, ["plan", "--posterior", str(missing), "--budget", "10", "--out", str(tmp_path)])
+    assert old.exit_code == new.exit_code == 2
+    assert "--selection is deprecated: use --posterior" in old.output
+    assert str(missing) in new.output.replace("\n", "") and str(missing) in old.output.replace("\n", "")
+    assert "plan-mix" not in runner.invoke(app, ["--help"]).output

@@ -50,36 +50,36 @@ def test_audit_image_folder_end_to_end(tmp_path):
     assert (manifest.role == "reference").sum() == 30
 
 
-@pytest.mark.slow  # ~4 min: 4 NUTS fits of the selection model
-def test_selection_calibration_reduced_run(tmp_path):
+@pytest.mark.slow  # ~4 min: 4 NUTS fits of the training-mix model
+def test_training_mix_calibration_reduced_run(tmp_path):
     """Simulation-based calibration of `faceaudit explain`'s model, reduced to 4 prior draws
     (4 shares + 4 shifts + diversity + transfer + shrinkage = 44 intervals at nominal 0.9).
 
-    The full run (30 fits, benchmarks/results/selection_calibration.json) covers at 0.88
+    The full run (30 fits, benchmarks/results/training_mix_calibration.json) covers at 0.88
     (MC SE 0.017). This check guards the machinery and against a collapse. The run is
     seeded, so its result is fixed; as a guide to the margin, 44 independent intervals at
     a true rate of 0.88 fall below 0.7 with probability 4e-4 (intervals of one fit are
     correlated, so the real tail is wider). A rerun resumes from the per-fit checkpoint
     instead of refitting.
     """
-    args = ["selection_calibration.py", "--fits", "4", "--samples", "100", "--warmup", "100", "--out", str(tmp_path)]
+    args = ["training_mix_calibration.py", "--fits", "4", "--samples", "100", "--warmup", "100", "--out", str(tmp_path)]
     _run(*args)
-    res = json.loads((tmp_path / "selection_calibration.json").read_text())
+    res = json.loads((tmp_path / "training_mix_calibration.json").read_text())
     assert res["intervals"] == 44
     assert res["coverage"] >= 0.7, res["families"]
     assert sum(len(r) for r in res["ranks"].values()) == 44
-    checkpoint = tmp_path / "selection_calibration.fits.jsonl"
+    checkpoint = tmp_path / "training_mix_calibration.fits.jsonl"
     assert len(checkpoint.read_text().splitlines()) == 1 + 4  # settings + one line per fit
     _run(*args)  # all 4 fits are in the checkpoint: same result, nothing appended
-    assert json.loads((tmp_path / "selection_calibration.json").read_text()) == res
+    assert json.loads((tmp_path / "training_mix_calibration.json").read_text()) == res
     assert len(checkpoint.read_text().splitlines()) == 1 + 4
-    assert (tmp_path / "selection_calibration.png").stat().st_size > 10_000
+    assert (tmp_path / "training_mix_calibration.png").stat().st_size > 10_000
 
 
-def test_selection_calibration_checkpoint(tmp_path):
+def test_training_mix_calibration_checkpoint(tmp_path):
     """The SBC checkpoint refuses other settings by name, drops a line a kill cut off, and a
     rerun with every fit checkpointed summarises them without refitting."""
-    module = _experiment("selection_calibration.py")
+    module = _experiment("training_mix_calibration.py")
     settings = {"fits": 1, "level": 0.9, "seed": 0, "samples": 10, "warmup": 10, "dim": 4}
     sizes = {"shares": 4, "transfer": 1, "log_shrinkage": 1, "diversity": 1, "shift": 4}
     fit0 = {"fit": 0, "divergences": 2, "max_rhat": 1.01,

@@ -26,8 +26,8 @@ STORY = """faceaudit audits how text-to-image models draw human faces across soc
 
 Stage by stage (each writes the same files as the audit): simulate | generate -> embed ->
 perceive (who gets drawn, corrected for the classifier's errors) -> measure -> disparity ->
-explain -> plan-mix -> report. On your own embeddings: faceaudit
-metrics REAL.npy FAKE.npy. Every per-group number comes with an interval of what it
+explain -> plan -> report. On your own embeddings: faceaudit
+metrics REFERENCE.npy GENERATED.npy. Every per-group number comes with an interval of what it
 estimates, and groups of different sizes are compared fairly (see the README)."""
 
 app = typer.Typer(

@@ -289,7 +289,7 @@ def explain(
     from faceaudit.stages import explain as stage
 
     with failing():
-        with console.status(f"fitting the selection model ({chains} chains x {draws} draws)"):
+        with console.status(f"fitting the training-mix model ({chains} chains x {draws} draws)"):
             result = _run(audit, stage, stage.Settings(training_size, draws, chains, seed,
                                                                    share_concentration=share_concentration))
     summary = result.summary["table"]
@@ -303,27 +303,34 @@ def explain(
                         ["generator", "group", "share", "HDI", "P(< uniform)", "E FD", "E verif."], rows))
     console.print(f"fitted to {summary['evidence'].iloc[0]} (verification: {result.summary['verification']})")
     _print_diagnostics(result.summary["diagnostics"])
-    console.print(f"wrote {audit / 'selection.nc'}")
+    console.print(f"wrote {audit / 'training_mix.nc'}")
 
 
-@app.command("plan-mix")
-def plan_mix(
+@app.command()
+def plan(
     budget: Annotated[float, typer.Option(help="Extra training images to allocate.")],
-    selection: Annotated[Path | None, typer.Option(help="selection.nc from `faceaudit explain` (plans under the posterior).")] = None,
+    posterior: Annotated[Path | None, typer.Option(help="training_mix.nc from `faceaudit explain` (plans under the posterior).")] = None,
     world: Annotated[Path | None, typer.Option(help="world.npz from `faceaudit simulate` (plans under the known truth).")] = None,
-    generator: Annotated[str | None, typer.Option(help="Generator in selection.nc (default: the first).")] = None,
+    generator: Annotated[str | None, typer.Option(help="Generator in training_mix.nc (default: the first).")] = None,
     objective: Annotated[str, typer.Option(help="fd (worst group's FD) or verification (worst same-group accuracy; needs a fit with verification, or --world).")] = "fd",
     out: Annotated[Path, typer.Option("--out", help="Folder for plan.parquet, plan.json and plan.png.")] = Path("."),
+    selection: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated name of --posterior.")] = None,
 ) -> None:
-    """Allocate a budget of extra training images over groups to help the worst-served group
-    most (gradient descent on the simplex through the closed forms), compared with uniform
-    and proportional allocations; writes the table, JSON and a quality-versus-share plot."""
+    """Plan a training mix: allocate a budget of extra training images over groups to help
+    the worst-served group most (gradient descent on the simplex through the closed forms),
+    compared with uniform and proportional allocations; writes the table, JSON and a
+    quality-versus-share plot."""
     from faceaudit.stages import plan as stage
 
     with failing():
-        if (selection is None) == (world is None):
-            raise ValueError("pass exactly one of --selection (a fitted posterior) or --world (a simulated truth)")
-        source = {"selection": str(selection.resolve())} if selection else {"world": str(world.resolve())}
+        if selection is not None:
+            if posterior is not None:
+                raise ValueError("pass --posterior only (--selection is its deprecated name)")
+            warn("--selection is deprecated: use --posterior")
+            posterior = selection
+        if (posterior is None) == (world is None):
+            raise ValueError("pass exactly one of --posterior (a fitted training_mix.nc) or --world (a simulated truth)")
+        source = {"posterior": str(posterior.resolve())} if posterior else {"world": str(world.resolve())}
         with console.status("planning"):
             result = _run(out, stage, stage.Settings(budget, objective, generator, **source))
     t = result.summary["table"]
@@ -335,6 +342,10 @@ def plan_mix(
     console.print("worst group: now {:.3f}, uniform {:.3f}, proportional {:.3f}, planned {:.3f}".format(
         *(pick(t[c]) for c in ("quality_now", "quality_uniform", "quality_proportional", "quality_planned"))))
     console.print(f"wrote {out / 'plan.parquet'}, {out / 'plan.json'}, {out / 'plan.png'}")
+
+
+# The command's name before it matched its stage's ("plan"); kept working, unlisted.
+app.command("plan-mix", hidden=True, deprecated=True)(plan)
 
 
 @app.command()

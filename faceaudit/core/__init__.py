@@ -14,8 +14,8 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from . import _group_metrics as metrics  # noqa: E402
-from ._classical import group_tests  # noqa: E402
 from ._audit_space import AuditSpace, audit_dimension, audit_space, space_rows  # noqa: E402
+from ._classical import group_tests  # noqa: E402
 from ._cosine import clip_score, cosine_similarity, directional_similarity, image_similarity, pixel_distances  # noqa: E402
 from ._frechet import (  # noqa: E402
     FDInfinity,
@@ -79,7 +79,8 @@ from ._representation import (  # noqa: E402
     mix_divergences,
     zero_shot_probabilities,
 )
-from ._selection import (  # noqa: E402
+from ._skin_tone import ITA_CATEGORIES, MONK_CATEGORIES, ita, ita_category, monk_bin, skin_tone, srgb_to_lab  # noqa: E402
+from ._training_mix import (  # noqa: E402
     FDPrediction,
     GeneratedGaussians,
     Mixing,
@@ -98,7 +99,6 @@ from ._selection import (  # noqa: E402
     target_roots,
     transfer_kernel,
 )
-from ._skin_tone import ITA_CATEGORIES, MONK_CATEGORIES, ita, ita_category, monk_bin, skin_tone, srgb_to_lab  # noqa: E402
 from ._vendi import vendi_score, vendi_score_weighted  # noqa: E402
 from ._verification import (  # noqa: E402
     IDENTITY_THRESHOLDS,

@@ -201,7 +201,7 @@ def chi2_cdf_closed(dim: int, x):
     With ``a = dim / 2`` and ``y = x / 2``: for even ``dim``, ``P = 1 - e^{-y} sum_{k<a}
     y^k / k!``; for odd ``dim``, ``P = erf(sqrt y) - e^{-y} sum_{k < a - 1/2}
     y^{k + 1/2} / Gamma(k + 3/2)``. Absolute error ~1e-15, and far cheaper to compile and
-    differentiate than the general ``gammainc`` (the selection fit evaluates it inside
+    differentiate than the general ``gammainc`` (the training-mix fit evaluates it inside
     every NUTS gradient: this cut the fit's compile time from ~55 s to a few).
     """
     y = jnp.clip(jnp.asarray(x, jnp.float64), 0.0) / 2.0

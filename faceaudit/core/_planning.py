@@ -4,7 +4,7 @@ Extra images ``e = B softmax(z)`` (on the scaled simplex) join the ``n_g = N pi_
 already there; the new mix has size ``N + B`` and shares ``(n + e) / (N + B)``. The
 objective is the worst group's predicted quality,
 
-* ``"fd"``: ``max_g E FD_g`` (``_selection.expected_fd``), or
+* ``"fd"``: ``max_g E FD_g`` (``_training_mix.expected_fd``), or
 * ``"verification"``: ``-min_g`` same-group verification accuracy of invented identities
   (``_identity.expected_verification``; needs the real identity spreads),
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ._identity import IdentitySpread, expected_verification, generated_spread
-from ._selection import TargetWorld, TrainingMix, expected_fd, mixing
+from ._training_mix import TargetWorld, TrainingMix, expected_fd, mixing
 from ._typing import Array
 
 OBJECTIVES = ("fd", "verification")

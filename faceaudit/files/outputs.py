@@ -24,7 +24,7 @@ _FILES = (
     StageFile("identity_spreads.json", "simulate", "real within/between identity variances (for explain)"),
     StageFile("classifier_labels.parquet", "simulate", "the simulated classifier's perceived labels"),
     StageFile("truth.json", "simulate", "the simulated world's answer key (never read by inference)"),
-    StageFile("world.npz", "simulate", "the simulated world's arrays (plan-mix --world)"),
+    StageFile("world.npz", "simulate", "the simulated world's arrays (faceaudit plan --world)"),
     StageFile("perceived.parquet", "perceive", "one row per image and attribute: the perceived category"),
     StageFile("faithfulness.parquet", "perceive", "requested vs depicted group, corrected for the classifier"),
     StageFile("representation.parquet", "perceive", "whom each neutral prompt draws, against the reference mix"),
@@ -38,8 +38,8 @@ _FILES = (
     StageFile("group_contrasts.parquet", "measure", "every group against the best one"),
     StageFile("posterior.nc", "disparity", "the disparity model's posterior"),
     StageFile("disparity.json", "disparity", "group means, P(worst), contrasts, diagnostics"),
-    StageFile("selection.nc", "explain", "the training-mix model's posterior"),
-    StageFile("selection_summary.parquet", "explain", "each group's training share with its interval"),
+    StageFile("training_mix.nc", "explain", "the training-mix model's posterior"),
+    StageFile("training_mix_summary.parquet", "explain", "each group's training share with its interval"),
     StageFile("share_curves.parquet", "explain", "FD against training share, per group"),
     StageFile("plan.parquet", "plan", "the planned extra images per group beside the alternatives"),
     StageFile("plan.json", "plan", "the plan's budget and objective"),
@@ -54,6 +54,6 @@ REPRESENTATION_POSTERIOR, PERCEIVE_SUMMARY = "representation.nc", "perceive.json
 METRICS, IMAGE_METRICS, PROMPT_METRICS = "metrics.parquet", "image_metrics.parquet", "prompt_metrics.parquet"
 AUDIT_SPACE, CONTRASTS, GROUP_CONTRASTS = "audit_space.npz", "contrasts.parquet", "group_contrasts.parquet"
 DISPARITY_POSTERIOR, DISPARITY_SUMMARY = "posterior.nc", "disparity.json"
-SELECTION, SELECTION_SUMMARY, SHARE_CURVES = "selection.nc", "selection_summary.parquet", "share_curves.parquet"
+TRAINING_MIX, TRAINING_MIX_SUMMARY, SHARE_CURVES = "training_mix.nc", "training_mix_summary.parquet", "share_curves.parquet"
 PLAN, PLAN_SUMMARY, PLAN_FIGURE, REPORT = "plan.parquet", "plan.json", "plan.png", "report.html"
 

@@ -8,8 +8,8 @@ by measure from identity-labelled reference images, or by simulate). The target
 populations are the reference groups in the audit space (``audit_space.npz``: their means
 and covariances, and the image counts behind them, whose noise the fit corrects for); the
 training-set size is an input (``--training-size``): FD does not identify it.
-``models/selection.py`` is the model. Writes ``selection.nc`` (arviz InferenceData with the
-target world, what the fit was given and its diagnostics), ``selection_summary.parquet``
+``models/training_mix.py`` is the model. Writes ``training_mix.nc`` (arviz InferenceData with the
+target world, what the fit was given and its diagnostics), ``training_mix_summary.parquet``
 (effective shares, the groups that look under-represented) and ``share_curves.parquet``.
 Never reads a simulator's answer key.
 """
@@ -27,11 +27,11 @@ from faceaudit import core
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import StageFileError, write_netcdf
 from faceaudit.files.manifest import MANIFEST
-from faceaudit.files.outputs import AUDIT_SPACE, METRICS, SELECTION, SPREADS
-from faceaudit.files.outputs import SELECTION_SUMMARY as SUMMARY
+from faceaudit.files.outputs import AUDIT_SPACE, METRICS, SPREADS, TRAINING_MIX
 from faceaudit.files.outputs import SHARE_CURVES as CURVES
+from faceaudit.files.outputs import TRAINING_MIX_SUMMARY as SUMMARY
 from faceaudit.stages import EXPLAIN_DRAWS, StageResult
-from faceaudit.tables import selection as tables
+from faceaudit.tables import training_mix as tables
 from faceaudit.tables.posterior import Sampling
 
 NAME = "explain"
@@ -46,7 +46,7 @@ class Settings:
     seed: int = 0
     length_scale: float | None = None  # transfer length scale; default: median gap between group means
     # Dirichlet concentration of the effective shares' prior; None: the model's default
-    # (models/selection.py SHARE_CONCENTRATION; experiments/share_prior.py measures it).
+    # (models/training_mix.py SHARE_CONCENTRATION; experiments/share_prior.py measures it).
     share_concentration: float | None = None
 
     def __post_init__(self):
@@ -100,7 +100,7 @@ def _impostor_pair_weights(manifest: pd.DataFrame, generators: list[str], groups
 def _verification_design(folder: AuditFolder, metrics, groups, generators):
     """``(design, observed accuracies, where the identity spreads came from)`` of the
     verification term, or ``(None, None, why it cannot be formed)``."""
-    from faceaudit.models.selection import VerificationDesign
+    from faceaudit.models.training_mix import VerificationDesign
 
     same = metrics[(metrics["metric"] == "verification_same_group") & (metrics["edit"] == "")]
     if same.empty:
@@ -125,7 +125,7 @@ def _verification_design(folder: AuditFolder, metrics, groups, generators):
 
 
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
-    from faceaudit.models.selection import SHARE_CONCENTRATION, SelectionDesign
+    from faceaudit.models.training_mix import SHARE_CONCENTRATION, TrainingMixDesign
 
     metrics = folder.read(METRICS)
     try:
@@ -145,7 +145,7 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     directions = np.linalg.qr(np.random.default_rng(settings.seed).normal(size=(d, len(groups))))[0].T
     target = core.TargetWorld(jnp.asarray(means), jnp.asarray(covs), jnp.zeros_like(jnp.asarray(means)))
     verification, accuracy, source = _verification_design(folder, metrics, groups, generators)
-    design = SelectionDesign(target.means, target.covs, jnp.asarray(directions), settings.training_size, length_scale,
+    design = TrainingMixDesign(target.means, target.covs, jnp.asarray(directions), settings.training_size, length_scale,
                              jnp.asarray(se), core.target_roots(target), verification=verification,
                              share_concentration=settings.share_concentration or SHARE_CONCENTRATION,
                              reference_counts=jnp.asarray(counts))
@@ -159,13 +159,13 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
         attrs.update(identity_within=float(verification.within), identity_dim=verification.dim)
     idata = tables.fit(design, fd, accuracy, generators=generators, groups=groups, constant=constant, attrs=attrs,
                        sampling=Sampling(settings.draws, settings.chains, settings.seed))
-    diag = tables.selection_diagnostics(idata)
+    diag = tables.training_mix_diagnostics(idata)
     idata.constant_data.attrs["diagnostics"] = json.dumps(diag)
-    write_netcdf(folder.file(SELECTION), idata)
-    summary = tables.summarise_selection(idata)
+    write_netcdf(folder.file(TRAINING_MIX), idata)
+    summary = tables.summarise_training_mix(idata)
     summary["fit_problems"] = "; ".join(diag["problems"])
     labels, world, mix = tables.posterior_world(idata)
     folder.write_parquet(SUMMARY, summary)
     folder.write_parquet(CURVES, tables.share_curves(labels, world, mix))
-    return StageResult((SELECTION, SUMMARY, CURVES), {"table": summary, "diagnostics": diag,
+    return StageResult((TRAINING_MIX, SUMMARY, CURVES), {"table": summary, "diagnostics": diag,
                                                      "verification": attrs["verification"]})

@@ -1,6 +1,6 @@
 """The plan stage: where a budget of extra training images helps the worst-served group most.
 
-Under the explain stage's posterior (``selection.nc``; or, with ``world``, under a
+Under the explain stage's posterior (``training_mix.nc``; or, with ``world``, under a
 simulated world's known truth) the planner allocates the budget over groups by gradient
 descent on the simplex through the closed forms, minimising the worst group's expected FD
 (or maximising the worst same-group verification accuracy), and compares it with the
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import atomic_write_bytes, read_netcdf, write_json
-from faceaudit.files.outputs import PLAN, PLAN_FIGURE, PLAN_SUMMARY, SELECTION
+from faceaudit.files.outputs import PLAN, PLAN_FIGURE, PLAN_SUMMARY, TRAINING_MIX
 from faceaudit.stages import StageResult
 from faceaudit.tables import figures
-from faceaudit.tables import selection as tables
+from faceaudit.tables import training_mix as tables
 
 NAME = "plan"
 DESCRIBE = "plan extra training images for the worst-served group"
@@ -33,8 +33,8 @@ PLAN_DRAWS = 16
 class Settings:
     budget: float | None = None  # extra training images; default BUDGET_SHARE x the training size
     objective: str = "fd"
-    generator: str | None = None  # in selection.nc (default: the first)
-    selection: str = SELECTION  # relative to the folder, or absolute
+    generator: str | None = None  # in training_mix.nc (default: the first)
+    posterior: str = TRAINING_MIX  # the fitted training-mix model: relative to the folder, or absolute
     world: str | None = None  # plan under a simulated world's truth instead (world.npz)
 
     def __post_init__(self):
@@ -45,7 +45,7 @@ class Settings:
 
 
 def inputs(folder: AuditFolder, settings: Settings) -> list:
-    return [settings.world or settings.selection]
+    return [settings.world or settings.posterior]
 
 
 def _sources(folder: AuditFolder, settings: Settings):
@@ -54,8 +54,8 @@ def _sources(folder: AuditFolder, settings: Settings):
 
         world = World.from_npz(Path(settings.world) if Path(settings.world).is_absolute() else folder.file(settings.world))
         return world.labels, world.world, world.mix, world.identity, float(world.mix.size)
-    path = Path(settings.selection)
-    idata = read_netcdf(path if path.is_absolute() else folder.file(settings.selection), stage="explain",
+    path = Path(settings.posterior)
+    idata = read_netcdf(path if path.is_absolute() else folder.file(settings.posterior), stage="explain",
                         inference_data=True)
     labels, target, mix = tables.posterior_world(idata, settings.generator, max_draws=PLAN_DRAWS)
     identity = tables.posterior_identity(idata) if settings.objective == "verification" else None

@@ -41,8 +41,8 @@ from faceaudit.files.outputs import (
     PROMPT_METRICS,
     REPORT,
     REPRESENTATION,
-    SELECTION_SUMMARY,
     SHARE_CURVES,
+    TRAINING_MIX_SUMMARY,
 )
 from faceaudit.files.records import RECORDS, disagreements
 from faceaudit.stages import StageResult
@@ -51,7 +51,7 @@ from faceaudit.tables import catalogue, figures
 NAME = "report"
 DESCRIBE = "write the HTML report"
 # The stage files a report shows where they exist (who writes each: files.outputs.FILES).
-OPTIONAL = (DISPARITY_SUMMARY, SELECTION_SUMMARY, SHARE_CURVES, PLAN, PLAN_SUMMARY, CONTRASTS, PROMPT_METRICS,
+OPTIONAL = (DISPARITY_SUMMARY, TRAINING_MIX_SUMMARY, SHARE_CURVES, PLAN, PLAN_SUMMARY, CONTRASTS, PROMPT_METRICS,
             GROUP_CONTRASTS, IMAGE_METRICS, FAITHFULNESS, REPRESENTATION, PERCEIVE_SUMMARY)
 THUMBNAILS = 6  # images shown per group or prompt in each grid
 THUMBNAIL_PIXELS = 128  # longest side
@@ -121,7 +121,7 @@ def _interval(row, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: dict | None,
-             selection: pd.DataFrame | None, faithfulness: pd.DataFrame | None = None,
+             training_mix: pd.DataFrame | None, faithfulness: pd.DataFrame | None = None,
              perceived: dict | None = None) -> list[Finding]:
     """The headline findings, from stage files only; a finding that rests on a fit that did
     not converge says so in its own sentence."""
@@ -142,9 +142,9 @@ def findings(metrics: pd.DataFrame, contrasts: pd.DataFrame | None, disparity: d
         out.append(Finding(f"Generated identities are hardest to tell apart for {worst.group}",
                            f": same-group verification accuracy {_interval(worst)} against {best.value:.3f} for "
                            f"{best.group}."))
-    if selection is not None and len(selection):
-        problems = str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else ""
-        flagged = selection[selection.under_represented]
+    if training_mix is not None and len(training_mix):
+        problems = str(training_mix["fit_problems"].iloc[0]) if "fit_problems" in training_mix else ""
+        flagged = training_mix[training_mix.under_represented]
         if len(flagged):
             names = ", ".join(f"{r.group} (share {r.share_mean:.3f} [{r.share_low:.3f}, {r.share_high:.3f}])"
                               for r in flagged.itertuples())
@@ -356,19 +356,19 @@ def _disparities(metrics: pd.DataFrame, disparity: dict | None) -> tuple:
                      "table": _frame_table(shown)}
 
 
-def _selection(f: dict) -> dict | None:
-    selection = f.get("selection_summary_parquet")
-    if selection is None:
+def _training_mix(f: dict) -> dict | None:
+    training_mix = f.get("training_mix_summary_parquet")
+    if training_mix is None:
         return None
     shown = pd.DataFrame({
-        "generator": selection.generator, "group": selection.group,
-        "training share (posterior mean)": selection.share_mean.map("{:.3f}".format),
-        "90% HDI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(selection.share_low, selection.share_high)],
-        "P(share < uniform)": selection.p_below_uniform.map("{:.2f}".format),
-        "under-represented": selection.under_represented.map({True: "yes", False: "no"})})
+        "generator": training_mix.generator, "group": training_mix.group,
+        "training share (posterior mean)": training_mix.share_mean.map("{:.3f}".format),
+        "90% HDI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(training_mix.share_low, training_mix.share_high)],
+        "P(share < uniform)": training_mix.p_below_uniform.map("{:.2f}".format),
+        "under-represented": training_mix.under_represented.map({True: "yes", False: "no"})})
     curves = f.get("share_curves_parquet")
-    return {"evidence": str(selection["evidence"].iloc[0]) if "evidence" in selection else "per-group FD",
-            "problems": str(selection["fit_problems"].iloc[0]) if "fit_problems" in selection else "",
+    return {"evidence": str(training_mix["evidence"].iloc[0]) if "evidence" in training_mix else "per-group FD",
+            "problems": str(training_mix["fit_problems"].iloc[0]) if "fit_problems" in training_mix else "",
             "table": _frame_table(shown), "figure": _svg(figures.share_curves(curves)) if curves is not None else None}
 
 
@@ -466,7 +466,7 @@ def _template():
 def render(**context) -> str:
     """The page for ``context`` (sections left out are empty)."""
     page = {"css": CSS, "header": [], "random_weights": [], "findings": [], "warned": "", "drawn": None,
-            "overview": None, "metric_tables": [], "forests": None, "disparity": None, "selection": None,
+            "overview": None, "metric_tables": [], "forests": None, "disparity": None, "training_mix": None,
             "plan": None, "images": _images_empty(), "appendix": [], "settings": "{}"}
     page.update(context)
     return _template().render(**page)
@@ -490,12 +490,12 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     records = {p.stem: json.loads(p.read_text()).get("settings") for p in sorted(folder.file(RECORDS).glob("*.json"))}
     page = render(
         header=_header(folder, manifest, meta), random_weights=_random_weights(folder),
-        findings=findings(metrics, f.get("contrasts_parquet"), f.get("disparity_json"), f.get("selection_summary_parquet"),
+        findings=findings(metrics, f.get("contrasts_parquet"), f.get("disparity_json"), f.get("training_mix_summary_parquet"),
                           f.get("faithfulness_parquet"), f.get("perceive_json")),
         warned="; ".join(sorted({f"{r.metric} {r.group}: {r.warning}" for r in warned.itertuples()})[:6]),
         drawn=who_gets_drawn(folder, f), overview=overview(metrics[rankable], f.get("group_contrasts_parquet")),
         metric_tables=_metric_tables(metrics[(metrics.group != "all") & rankable]), forests=forests,
-        disparity=disparity, selection=_selection(f), plan=_plan(f),
+        disparity=disparity, training_mix=_training_mix(f), plan=_plan(f),
         images=_images(folder, manifest, f.get("image_metrics_parquet")),
         appendix=_metric_tables(metrics[(metrics.group != "all") & ~rankable]),
         settings=json.dumps({"stages": records, "manifest": meta, "versions": _versions()}, indent=2, default=str))
@@ -524,7 +524,7 @@ def headline_findings(folder: AuditFolder) -> list[str]:
     """The report's headline findings as plain text (for the terminal)."""
     f = _read(folder)
     lines = [x.plain for x in findings(f["metrics"], f.get("contrasts_parquet"), f.get("disparity_json"),
-                                       f.get("selection_summary_parquet"), f.get("faithfulness_parquet"),
+                                       f.get("training_mix_summary_parquet"), f.get("faithfulness_parquet"),
                                        f.get("perceive_json"))]
     random = _random_weights(folder)
     if random:

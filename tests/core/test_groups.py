@@ -344,8 +344,8 @@ def test_scheme_parts_compose_into_the_scheme_of_the_keywords(audit, key):
         blocks=12, delete=0.5, common_size=30, subsamples=4)
     assert fc.chain() == fc.Scheme()
     cases = [
-        ("mmd2", fc.Bootstrap("bca", 40), dict(interval="bca", num_bootstrap=40)),
-        ("mmd2", fc.chain(fc.Jackknife(blocks=10)), dict(jackknife_blocks=10)),
+        ("mmd2", fc.Bootstrap("bca", 40), {"interval": "bca", "num_bootstrap": 40}),
+        ("mmd2", fc.chain(fc.Jackknife(blocks=10)), {"jackknife_blocks": 10}),
         ("precision", fc.chain(fc.HalfSamples(8), fc.CommonSize((30, 30), 3)),
          dict(jackknife_blocks=8, jackknife_delete=0.5, common_size=(30, 30), subsamples=3)),
     ]

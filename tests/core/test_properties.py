@@ -70,7 +70,7 @@ NOT_METRICS = {
     "group_tests", "identity_match", "default_length_scale",
     # pixel distances of an edit pair (test_reference.py, against torch's losses)
     "pixel_distances",
-    # the analytical selection model, checked against Monte Carlo in test_selection.py
+    # the analytical training-mix model, checked against Monte Carlo in test_training_mix.py
     "transfer_kernel", "mixing", "fit_generator", "noise_free_generator", "sample_training_stats",
     "bures_squared", "gaussian_frechet", "expected_fd", "measured_fd_bias", "ncx2_cdf",
     "generated_spread", "expected_verification", "kinds_verification", "target_roots", "with_extra", "evaluate_allocation", "plan_mix",

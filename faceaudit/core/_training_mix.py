@@ -1,7 +1,7 @@
-r"""The analytical model of training-data selection: how the training mix sets per-group FD.
+r"""The analytical model of the training mix: how the training mix sets per-group FD.
 
 faceaudit's own formulation (``design/analytical-model.md``), derived here and checked
-against Monte Carlo in ``tests/core/test_selection.py``.
+against Monte Carlo in ``tests/core/test_training_mix.py``.
 
 **World.** Groups ``g = 1..G`` with target populations ``P_g = N(mu_g, S_g)`` in an
 embedding space ``R^d``; the training source of group ``g`` is shifted,
@@ -309,7 +309,7 @@ def _reference_cov_excess(m, rm, u, s, p, pdiag, transport, kernel, scatter_bias
     the training noise with reference degrees of freedom. The reference means enter ``C0``
     through the between-group scatter, whose expectation they raise by ``scatter_bias``
     (first order, ``tr((I - T) e)`` as for the training noise). Checked against Monte Carlo
-    over reference samples in ``tests/core/test_selection.py``.
+    over reference samples in ``tests/core/test_training_mix.py``.
     """
     first = jnp.trace(scatter_bias) - jnp.sum(transport * scatter_bias)
     wishart = p**2 + pdiag[:, :, None] * pdiag[:, None, :]

@@ -13,7 +13,7 @@ from faceaudit.files.manifest import read_manifest
 from faceaudit.files.store import EmbeddingStore
 from faceaudit.pipeline import run_stage
 from faceaudit.stages import explain, measure, plan, simulate
-from faceaudit.tables import selection as tables
+from faceaudit.tables import training_mix as tables
 from faceaudit.tables.metrics import DistributionSettings
 from faceaudit.tables.simulation import SimulationConfig, World
 
@@ -75,7 +75,7 @@ def test_measured_numbers_agree_with_the_truth(audit):
 
 def test_explain_flags_the_rare_groups_and_plan_beats_alternatives(audit):
     """A reduced posterior-recovery check (the full calibration is experiments/
-    selection_calibration.py): on the small world the rare race gets the smaller shares,
+    training_mix_calibration.py): on the small world the rare race gets the smaller shares,
     the fitted shrinkage's 90% interval covers the simulated 400, and the plan beats the
     uniform and proportional allocations for the worst group on the simulated truth."""
     out, truth = audit
@@ -86,7 +86,7 @@ def test_explain_flags_the_rare_groups_and_plan_beats_alternatives(audit):
     asian = [g for g in truth["groups"] if g.startswith("Asian")]
     white = [g for g in truth["groups"] if g.startswith("White")]
     assert summary.loc[asian, "share_mean"].max() < summary.loc[white, "share_mean"].min()
-    post = read_netcdf(AuditFolder(out).file("selection.nc"), inference_data=True)
+    post = read_netcdf(AuditFolder(out).file("training_mix.nc"), inference_data=True)
     assert "labelled reference sample" in post.constant_data.attrs["verification"]
     low, high = np.quantile(post.posterior["shrinkage"].values, [0.05, 0.95])
     assert low < SMALL.shrinkage < high
@@ -136,7 +136,7 @@ def test_a_second_fit_in_the_process_reuses_the_sampler_with_its_own_data(audit,
         pytest.skip("one device: chains run vectorised and nothing is reused")
     out, _ = audit
     settings = explain.Settings(float(SMALL.training_size), draws=100, chains=2, seed=1)
-    if not (out / "selection.nc").is_file():  # this test alone: compile on the first world here
+    if not (out / "training_mix.nc").is_file():  # this test alone: compile on the first world here
         if not (out / "metrics.parquet").is_file():
             run_stage(out, measure, measure.Settings())
         run_stage(out, explain, settings)
@@ -146,12 +146,12 @@ def test_a_second_fit_in_the_process_reuses_the_sampler_with_its_own_data(audit,
     programs = set(posterior._CHAIN_PROGRAMS)
     run_stage(other, explain, settings)
     assert set(posterior._CHAIN_PROGRAMS) == programs  # no new program for the second world
-    reused = read_netcdf(AuditFolder(other).file("selection.nc"), inference_data=True).posterior
-    first = read_netcdf(AuditFolder(out).file("selection.nc"), inference_data=True).posterior
+    reused = read_netcdf(AuditFolder(other).file("training_mix.nc"), inference_data=True).posterior
+    first = read_netcdf(AuditFolder(out).file("training_mix.nc"), inference_data=True).posterior
     assert not np.allclose(reused["shares"].values, first["shares"].values)
 
     posterior._CHAIN_PROGRAMS.clear()  # trace afresh, on the second world
     run_stage(other, explain, settings)
-    fresh = read_netcdf(AuditFolder(other).file("selection.nc"), inference_data=True).posterior
+    fresh = read_netcdf(AuditFolder(other).file("training_mix.nc"), inference_data=True).posterior
     for name in ("shares", "shift", "transfer", "log_shrinkage", "diversity", "fd_expected"):
         np.testing.assert_array_equal(reused[name].values, fresh[name].values, err_msg=name)

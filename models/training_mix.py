@@ -1,4 +1,4 @@
-r"""Bayesian fit of the analytical selection model to per-group audit results (numpyro).
+r"""Bayesian fit of the analytical training-mix model to per-group audit results (numpyro).
 
 Observed: each generator's per-group bias-corrected FD with its standard error (from the
 measure stage's bootstrap). Known: the target populations, as the reference set's per-group
@@ -14,7 +14,7 @@ The likelihood is ``FD_obs ~ Normal(E FD_g(pi, ...), se)`` with the closed form 
 ``faceaudit.core.expected_fd``; the realised FD of one trained generator scatters around
 its expectation by ``O(1/N)``, far below audit standard errors, and is not modelled.
 The targets are estimates (a few hundred reference images per group): given their sizes
-(``SelectionDesign.reference_counts``) the closed form removes the bias their noise puts
+(``TrainingMixDesign.reference_counts``) the closed form removes the bias their noise puts
 into the plug-in FD (``core.TargetWorld.reference_counts``). Without that, on simulated
 audits with 200 reference images per group in a 20-dimensional audit space, the plug-in
 overstated a rare group's expected FD by 1.6 standard errors of its measured FD (0.2 for
@@ -32,7 +32,7 @@ proportions of the audit's impostor pairs. This is what pins the shrinkage ``tau
 from the shares: FD sees ``w_g`` only through the mean and covariance mixing, verification
 sees it directly.
 Source-shift *directions* are not identifiable from per-group FD; they are fixed,
-mutually orthogonal unit vectors (``SelectionDesign.shift_directions``) and only their
+mutually orthogonal unit vectors (``TrainingMixDesign.shift_directions``) and only their
 magnitudes are inferred.
 """
 
@@ -70,7 +70,7 @@ class VerificationDesign:
     observed: jax.Array  # (J, G) bool
 
 
-class SelectionDesign(NamedTuple):
+class TrainingMixDesign(NamedTuple):
     """Known quantities of the fit (arrays; sizes static through their shapes)."""
 
     target_means: jax.Array  # (G, d)
@@ -119,8 +119,8 @@ def _expected_fd(means, covs, roots, shifts, shares, diversity, training_size, t
     return jax.vmap(one)(shares, diversity)
 
 
-def selection_kernel(design: SelectionDesign):
-    """The NUTS kernel every selection fit uses.
+def training_mix_kernel(design: TrainingMixDesign):
+    """The NUTS kernel every training-mix fit uses.
 
     Chains start at the prior median (uniform shares, shift magnitudes ~0.2), not numpyro's
     default uniform draw on ``(-2, 2)`` unconstrained, which starts shifts anywhere in
@@ -128,15 +128,15 @@ def selection_kernel(design: SelectionDesign):
     explained by a large source shift instead of a small share. Chains started at large
     shifts settled there and stayed (several prior standard deviations out, all chains
     agreeing, so R-hat did not flag it). In the calibration experiment
-    (``experiments/selection_calibration.py``) nominal 90% intervals covered the truth at
+    (``experiments/training_mix_calibration.py``) nominal 90% intervals covered the truth at
     0.81 with the default start and at 0.88 (MC SE 0.017, 30 fits) from the prior median.
     """
     from numpyro.infer import NUTS, init_to_value
 
-    return NUTS(selection_model, target_accept_prob=0.9, init_strategy=init_to_value(values=prior_medians(design)))
+    return NUTS(training_mix_model, target_accept_prob=0.9, init_strategy=init_to_value(values=prior_medians(design)))
 
 
-def prior_medians(design: SelectionDesign) -> dict:
+def prior_medians(design: TrainingMixDesign) -> dict:
     """The prior's centre, in closed form: uniform shares, the other sites' medians.
     (``init_to_median`` would estimate the same by drawing from the prior, which compiles
     numpyro's Dirichlet and gamma samplers for each shape: ~20 s for nothing.)"""
@@ -152,7 +152,7 @@ def prior_medians(design: SelectionDesign) -> dict:
     }
 
 
-def selection_model(design: SelectionDesign, fd=None, verification=None):
+def training_mix_model(design: TrainingMixDesign, fd=None, verification=None):
     n_gen, n_groups = design.fd_se.shape
     with numpyro.plate("generator", n_gen):
         shares = numpyro.sample("shares", dist.Dirichlet(jnp.full(n_groups, design.share_concentration)))

@@ -1,7 +1,7 @@
-"""Selection-model tables: the fitted posterior into effective shares, the worlds it
+"""Training-mix model tables: the fitted posterior into effective shares, the worlds it
 implies, and the planner's allocation beside the alternatives.
 
-``fit`` runs the numpyro selection model (``faceaudit.models.selection``) and returns an
+``fit`` runs the numpyro training-mix model (``faceaudit.models.training_mix``) and returns an
 arviz InferenceData with the target world and what the fit was given in
 ``constant_data``; the rest turns such a posterior into the tables the explain and plan
 stages write.
@@ -23,18 +23,18 @@ UNDER_REPRESENTED_PROBABILITY = 0.9
 
 
 def fit(design, fd, verification, *, generators, groups, constant: dict, attrs: dict, sampling: Sampling):
-    """NUTS on the selection model; InferenceData with ``constant_data`` and diagnostics.
+    """NUTS on the training-mix model; InferenceData with ``constant_data`` and diagnostics.
 
     ``fd`` and ``verification`` (or None) are (generator, group) observations; ``constant``
     and ``attrs`` go into ``constant_data`` beside them."""
     from numpyro.infer import MCMC
 
-    from faceaudit.models.selection import selection_kernel
+    from faceaudit.models.training_mix import training_mix_kernel
 
     # The kernel starts at the prior's median, which the training size and shift scale set.
-    method = chain_method(sampling.chains, ("selection", float(design.training_size), float(design.shift_scale)),
+    method = chain_method(sampling.chains, ("training_mix", float(design.training_size), float(design.shift_scale)),
                           sampling.progress)
-    mcmc = MCMC(selection_kernel(design), num_warmup=sampling.draws, num_samples=sampling.draws,
+    mcmc = MCMC(training_mix_kernel(design), num_warmup=sampling.draws, num_samples=sampling.draws,
                 num_chains=sampling.chains, chain_method=method, progress_bar=sampling.progress, jit_model_args=True)
     mcmc.run(jax.random.key(sampling.seed), design, fd=jnp.asarray(fd),
              verification=None if verification is None else jnp.asarray(verification))
@@ -52,11 +52,11 @@ def fit(design, fd, verification, *, generators, groups, constant: dict, attrs: 
     return idata
 
 
-def selection_diagnostics(idata) -> dict:
+def training_mix_diagnostics(idata) -> dict:
     return diagnostics(idata, ["shares", "transfer", "log_shrinkage", "diversity", "shift"])
 
 
-def summarise_selection(idata, hdi_prob: float = 0.9) -> pd.DataFrame:
+def summarise_training_mix(idata, hdi_prob: float = 0.9) -> pd.DataFrame:
     """Per generator x group: effective share (mean, HDI), P(share < 1/G), under-represented,
     the fitted expected FD (and same-group verification), and what the fit was given."""
     shares = idata.posterior["shares"]

@@ -1,4 +1,4 @@
-"""Simulation-based calibration of the selection model (``faceaudit explain``).
+"""Simulation-based calibration of the training-mix model (``faceaudit explain``).
 
 Fixes a design like a small audit's (target populations of a simulated world, per-group
 standard errors of FD and of same-group verification, impostor mixtures of invented and
@@ -13,7 +13,7 @@ audit results from its likelihood, refits with NUTS, and records
 for each scalar parameter family: effective shares, transfer, log shrinkage, diversity and
 source-shift magnitudes. Writes JSON and a rank-histogram figure.
 
-    python experiments/selection_calibration.py --fits 60 --out experiments/out
+    python experiments/training_mix_calibration.py --fits 60 --out experiments/out
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ from numpyro.infer import MCMC, Predictive
 
 from faceaudit import core
 from faceaudit.files.io import atomic_write_bytes, atomic_write_text
-from faceaudit.models.selection import SelectionDesign, VerificationDesign, selection_kernel, selection_model
+from faceaudit.models.training_mix import (
+    TrainingMixDesign,
+    VerificationDesign,
+    training_mix_kernel,
+    training_mix_model,
+)
 from faceaudit.tables.simulation import SimulationConfig, draw_world
 
 FAMILIES = ("shares", "transfer", "log_shrinkage", "diversity", "shift")
@@ -52,7 +57,7 @@ def calibration_design(seed: int = 0, dim: int = 8, fd_se: float = 0.04, verific
     verification = VerificationDesign(dim, float(world.identity.within), jnp.asarray(world.identity.between),
                                       jnp.broadcast_to(jnp.asarray(pairs), (1, g, 2, 2)),
                                       jnp.full((1, g), verification_se), jnp.ones((1, g), bool))
-    return SelectionDesign(target.means, target.covs, jnp.asarray(directions), float(config.training_size),
+    return TrainingMixDesign(target.means, target.covs, jnp.asarray(directions), float(config.training_size),
                            config.length_scale, jnp.full((1, g), fd_se), core.target_roots(target),
                            verification=verification)
 
@@ -124,9 +129,9 @@ def calibrate(fits: int, level: float = 0.9, seed: int = 0, samples: int = 300, 
         atomic_write_text(checkpoint, "".join(json.dumps(r) + "\n" for r in [settings, *done.values()]))
     if len(done) < fits:
         design = calibration_design(seed, dim)
-        prior = Predictive(selection_model, num_samples=fits)(jax.random.key(seed), design)
+        prior = Predictive(training_mix_model, num_samples=fits)(jax.random.key(seed), design)
         # One MCMC object with traced arguments compiles once for all fits.
-        mcmc = MCMC(selection_kernel(design), num_warmup=warmup, num_samples=samples,
+        mcmc = MCMC(training_mix_kernel(design), num_warmup=warmup, num_samples=samples,
                     num_chains=2, chain_method="vectorized", progress_bar=False, jit_model_args=True)
     for i in range(fits):
         if i not in done:
@@ -174,7 +179,7 @@ def plot(result: dict) -> bytes:
         ax.set_title(f"{name}\ncoverage {fam['coverage']:.2f} (nominal {result['level']:.2f})", fontsize=9)
         ax.set_xticks([])
         ax.set_xlabel("rank of the truth (deciles)", fontsize=8)
-    fig.suptitle(f"Selection model SBC: {result['fits']} fits, uniform ranks = calibrated", fontsize=10)
+    fig.suptitle(f"Training-mix model SBC: {result['fits']} fits, uniform ranks = calibrated", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -183,14 +188,14 @@ def plot(result: dict) -> bytes:
 
 
 def main(args):
-    checkpoint = args.out / "selection_calibration.fits.jsonl" if args.out else None
+    checkpoint = args.out / "training_mix_calibration.fits.jsonl" if args.out else None
     result = calibrate(args.fits, args.level, args.seed, args.samples, args.warmup, args.dim, checkpoint)
     summary = {k: v for k, v in result.items() if k != "ranks"}
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out) / "selection_calibration.json", json.dumps(result, indent=2))
-        atomic_write_bytes(Path(args.out) / "selection_calibration.png", plot(result))
+        atomic_write_text(Path(args.out) / "training_mix_calibration.json", json.dumps(result, indent=2))
+        atomic_write_bytes(Path(args.out) / "training_mix_calibration.png", plot(result))
     return result
 
 

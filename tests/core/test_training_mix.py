@@ -1,4 +1,4 @@
-"""The analytical selection model against Monte Carlo, scipy, and finite differences."""
+"""The analytical training-mix model against Monte Carlo, scipy, and finite differences."""
 
 import jax
 import jax.numpy as jnp
