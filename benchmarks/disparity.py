@@ -37,7 +37,7 @@ def main(argv=None):
     ):
         spec = disparity.DisparitySpec(
             outcome=outcome, group=group, kind=kind, success=success,
-            num_chains=args.chains, num_samples=args.samples, num_warmup=args.warmup,
+            chains=args.chains, draws=args.samples, warmup=args.warmup,
         )
         data = disparity.PreparedData(tidy, spec)
         t0 = time.perf_counter()

@@ -35,8 +35,8 @@ def main(args: argparse.Namespace) -> dict:
         share = (tidy["Q1"] == "Yes").groupby(tidy[factor]).mean()
         results["observed"][factor] = {g: round(float(v), 3) for g, v in share.items()}
         spec = disparity.DisparitySpec(
-            outcome="Q1", group=(factor,), success="Yes", num_warmup=args.warmup,
-            num_samples=args.samples, num_chains=args.chains, seed=args.seed,
+            outcome="Q1", group=(factor,), success="Yes", warmup=args.warmup,
+            draws=args.samples, chains=args.chains, seed=args.seed,
         )
         data = disparity.PreparedData(tidy, spec, source=str(args.survey))
         idata = disparity.fit(data)

@@ -149,7 +149,7 @@ def test_each_stage_command_writes_what_the_audit_writes(audited, tmp_path):
         ["simulate", "--out", str(b), "--config", str(root / "small.toml")],
         ["perceive", str(b)],
         ["measure", str(b)],
-        ["disparity", str(b), "--samples", "40", "--chains", "2"],
+        ["disparity", str(b), "--draws", "40", "--chains", "2"],
         ["explain", str(b), "--training-size", "3000", *DRAWS],
         ["plan", "--posterior", str(b / "training_mix.nc"), "--budget", "750", "--out", str(b)],
         ["report", str(b)],

@@ -180,7 +180,7 @@ def test_single_chain_fits_say_rhat_cannot_check_convergence(tmp_path, rng):
     frame = pd.DataFrame({"y": np.where(rng.random(120) < np.where(groups == "A", 0.8, 0.5), "yes", "no"), "g": groups})
     frame.to_csv(tmp_path / "t.csv", index=False)
     result = invoke("disparity", tmp_path / "t.csv", "--outcome", "y", "--success", "yes", "--group", "g",
-                    "--attribute", "", "--item", "", "--samples", "100", "--chains", "1", "--json", tmp_path / "d.json")
+                    "--attribute", "", "--item", "", "--draws", "100", "--chains", "1", "--json", tmp_path / "d.json")
     assert result.exit_code == 0, result.output
     assert "one chain: R-hat cannot check convergence" in result.output
     assert json.loads((tmp_path / "d.json").read_text())["diagnostics"]["max_r_hat"] is None

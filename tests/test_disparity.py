@@ -86,7 +86,7 @@ def _frame(rng, n_per=80, rates=(0.92, 0.6, 0.85)):
 def fitted():
     rng = np.random.default_rng(1)
     frame = _frame(rng)
-    spec = disparity.DisparitySpec(outcome="outcome", group=("group",), success="Yes", reference="A", num_warmup=300, num_samples=300, num_chains=2)
+    spec = disparity.DisparitySpec(outcome="outcome", group=("group",), success="Yes", reference="A", draws=300, chains=2)
     data = disparity.PreparedData(frame, spec)
     idata = disparity.fit(data)
     return frame, data, idata, disparity.summarise(idata, data)
@@ -139,7 +139,7 @@ def test_posterior_roundtrips_through_netcdf(fitted, tmp_path):
 def test_ordinal_and_continuous_models_recover_group_means(kind, outcome, extra):
     rng = np.random.default_rng(2)
     frame = _frame(rng)
-    spec = disparity.DisparitySpec(outcome=outcome, group=("group",), kind=kind, num_warmup=300, num_samples=300, num_chains=2)
+    spec = disparity.DisparitySpec(outcome=outcome, group=("group",), kind=kind, draws=300, chains=2)
     data = disparity.PreparedData(frame, spec)
     summary = disparity.summarise(disparity.fit(data), data)
     for g in summary["groups"]:
@@ -150,7 +150,7 @@ def test_ordinal_and_continuous_models_recover_group_means(kind, outcome, extra)
 
 def test_intersections_are_cells(fitted):
     frame = fitted[0]
-    spec = disparity.DisparitySpec(outcome="outcome", group=("group", "sex"), success="Yes", num_warmup=200, num_samples=200, num_chains=2)
+    spec = disparity.DisparitySpec(outcome="outcome", group=("group", "sex"), success="Yes", draws=200, chains=2)
     data = disparity.PreparedData(frame, spec)
     assert data.cells == ["A x F", "A x M", "B x F", "B x M", "C x F", "C x M"]
     summary = disparity.summarise(disparity.fit(data), data)
@@ -190,7 +190,7 @@ def test_cli_writes_the_promised_json(fitted, tmp_path):
     result = CliRunner().invoke(
         app,
         ["disparity", str(table), "--outcome", "outcome", "--success", "Yes", "--group", "group",
-         "--samples", "300", "--warmup", "300", "--chains", "2", "--json", str(out), "--posterior", str(tmp_path / "p.nc")],
+         "--draws", "300", "--warmup", "300", "--chains", "2", "--json", str(out), "--posterior", str(tmp_path / "p.nc")],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -235,3 +235,23 @@ def test_per_image_metrics_are_modelled_per_image():
     data = disparity.PreparedData(frame, disparity.DisparitySpec(outcome="score", group=("group",), kind="continuous"))
     assert len(data.y) == frame.drop_duplicates("item").shape[0]
     assert data.design.n_items == 1
+
+
+def test_sampler_options_say_draws_warmup_chains_and_the_old_names_still_work(tmp_path):
+    """The spec and the command use the audit's words (draws, warmup, chains); numpyro's
+    names (num_samples, ...) and --samples are deprecated aliases that say so."""
+    spec = disparity.DisparitySpec(outcome="o", group=("g",), success="Yes", draws=120)
+    assert (spec.draws, spec.warmup, spec.chains) == (120, 120, 4)
+    with pytest.warns(DeprecationWarning, match=r"\(num_\w+=...\) is deprecated: use \w+="):
+        old = disparity.DisparitySpec(outcome="o", group=("g",), success="Yes", num_samples=80, num_chains=2)
+    assert (old.draws, old.warmup, old.chains) == (80, 80, 2)
+    with pytest.raises(ValueError, match="chains must be a positive integer"):
+        disparity.DisparitySpec(outcome="o", group=("g",), success="Yes", chains=0)
+    table = tmp_path / "t.csv"
+    table.write_text("g,o\na,Yes\nb,No\n")
+    both = CliRunner().invoke(app, ["disparity", str(table), "--outcome", "o", "--success", "Yes",
+                                    "--samples", "10", "--draws", "10"])
+    assert both.exit_code == 2 and "pass --draws only (--samples is its deprecated name)" in both.output
+    old_flag = CliRunner().invoke(app, ["disparity", str(table), "--outcome", "nope", "--success", "Yes",
+                                        "--samples", "10"])
+    assert "--samples is deprecated: use --draws" in old_flag.output and old_flag.exit_code == 2

@@ -84,6 +84,16 @@ def bold(text: str) -> Text:
     return Text(text, style="bold")
 
 
+def renamed(old_value, old_flag: str, value, flag: str):
+    """An option given under its deprecated name: said, and read as the new one."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"pass {flag} only ({old_flag} is its deprecated name)")
+    warn(f"{old_flag} is deprecated: use {flag}")
+    return old_value
+
+
 def metric_names(text: str | None) -> tuple[str, ...] | None:
     """``--metrics``: the names asked for, None for the default set; ``list`` prints the
     catalogue's distribution and diversity metrics (name, default or not, estimand) and exits.

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import app, console, failing, metric_names, table, warn
+from faceaudit.cli.app import app, console, failing, metric_names, renamed, table, warn
 from faceaudit.cli.options import DEFAULTS, Bootstrap, Interval, Metrics, Seed
 from faceaudit.tables import catalogue
 from faceaudit.tables.catalogue import ALL
@@ -93,8 +93,8 @@ def metrics(
 
     asked = metric_names(metric_list)
     with failing():
-        reference_groups = _renamed(groups_real, "--groups-real", reference_groups, "--reference-groups")
-        generated_groups = _renamed(groups_fake, "--groups-fake", generated_groups, "--generated-groups")
+        reference_groups = renamed(groups_real, "--groups-real", reference_groups, "--reference-groups")
+        generated_groups = renamed(groups_fake, "--groups-fake", generated_groups, "--generated-groups")
         settings = DistributionSettings(metrics=asked, confidence=confidence, k=k, interval=interval,
                                         bootstrap=bootstrap)
         check_output_file(json_out, "--json")
@@ -116,16 +116,6 @@ def metrics(
             write_json(json_out, {"reference": str(reference), "generated": str(generated), "n_reference": len(x),
                                   "n_generated": len(y), "dim": int(x.shape[1]), "seed": seed, "rows": rows})
             console.print(f"wrote {json_out}")
-
-
-def _renamed(old_value, old_flag: str, value, flag: str):
-    """An option given under its deprecated name: said, and read as the new one."""
-    if old_value is None:
-        return value
-    if value is not None:
-        raise ValueError(f"pass {flag} only ({old_flag} is its deprecated name)")
-    warn(f"{old_flag} is deprecated: use {flag}")
-    return old_value
 
 
 @app.command()

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from faceaudit.cli.app import app, bold, console, failing, metric_names, table, warn
+from faceaudit.cli.app import app, bold, console, failing, metric_names, renamed, table, warn
 from faceaudit.cli.options import (
     DEFAULTS,
     AllowOutsideImages,
@@ -184,13 +184,14 @@ def disparity(
     reference: Annotated[str | None, typer.Option(help="Compare every group with this one.")] = None,
     attribute: Annotated[str, typer.Option(help="Edit/attribute column ('' for none).")] = "attribute",
     item: Annotated[str, typer.Option(help="Item (image) column ('' for none).")] = "item",
-    samples: Annotated[int | None, typer.Option(help="Posterior draws per chain (default 500; 800 in an audit folder).")] = None,
+    draws: Annotated[int | None, typer.Option(help=f"Posterior draws per chain (default 500; {FIT_DRAWS} in an audit folder).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up steps per chain (default: as many as draws).")] = None,
     chains: Annotated[int | None, typer.Option(help="Chains (default 4; 2 in an audit folder).")] = None,
     seed: Seed = DEFAULTS.seed,
     hdi: Annotated[float, typer.Option(help="HDI probability.")] = 0.95,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summaries as JSON here (tables).")] = None,
     posterior: Annotated[Path | None, typer.Option(help="Write the arviz InferenceData (netCDF) here (tables).")] = None,
+    samples: Annotated[int | None, typer.Option(hidden=True, help="Deprecated name of --draws.")] = None,
 ) -> None:
     """Who is served worse, by how much, how sure: a hierarchical Bayesian model of one
     outcome across groups (partially pooled, with edit and image effects), its posterior
@@ -200,8 +201,9 @@ def disparity(
     from faceaudit.stages import disparity as stage
 
     with failing():
+        draws = renamed(samples, "--samples", draws, "--draws")
         if table_path.is_dir():
-            settings = stage.Settings(samples or FIT_DRAWS, chains or DEFAULTS.chains, seed)
+            settings = stage.Settings(draws or FIT_DRAWS, chains or DEFAULTS.chains, seed)
             with console.status(f"sampling {settings.chains} chains x {settings.draws} draws"):
                 result = _run(table_path, stage, settings)
             summary = result.summary
@@ -209,36 +211,35 @@ def disparity(
                 console.print(f"nothing to model: {summary['skipped']}")
                 return
         else:
-            summary = _disparity_table(table_path, outcome, group, kind, success, lower_is_better, reference, attribute,
-                                       item, samples, warmup, chains, seed, hdi, json_out, posterior)
+            from faceaudit.tables.disparity import DisparitySpec
+
+            if outcome is None:
+                raise ValueError("a table needs --outcome (the column to model)")
+            given = {name: value for name, value in (("draws", draws), ("warmup", warmup), ("chains", chains))
+                     if value is not None}  # the others: the spec's defaults
+            spec = DisparitySpec(outcome=outcome, group=tuple(g.strip() for g in group.split(",") if g.strip()),
+                                 kind=kind, success=success, attribute=attribute or None, item=item or None,
+                                 higher_is_better=not lower_is_better, reference=reference, hdi_prob=hdi, seed=seed,
+                                 **given)
+            summary = _disparity_table(table_path, spec, json_out, posterior)
     _print_disparity(summary)
 
 
-def _disparity_table(path, outcome, group, kind, success, lower_is_better, reference, attribute, item, samples, warmup,
-                     chains, seed, hdi, json_out, posterior) -> dict:
+def _disparity_table(path: Path, spec, json_out: Path | None, posterior: Path | None) -> dict:
     import pandas as pd
 
+    from faceaudit.files.io import check_output_file
     from faceaudit.stages import disparity as stage
-    from faceaudit.tables.disparity import DisparitySpec
 
-    if outcome is None:
-        raise ValueError("a table needs --outcome (the column to model)")
-    spec = DisparitySpec(outcome=outcome, group=tuple(g.strip() for g in group.split(",") if g.strip()), kind=kind,
-                         success=success, attribute=attribute or None, item=item or None,
-                         higher_is_better=not lower_is_better, reference=reference, hdi_prob=hdi,
-                         num_warmup=warmup or samples or 500, num_samples=samples or 500, num_chains=chains or 4,
-                         seed=seed)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
-    from faceaudit.files.io import check_output_file
-
     check_output_file(json_out, "--json")
     check_output_file(posterior, "--posterior")
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as err:  # pandas/pyarrow parse errors
         raise ValueError(f"{path} is not a readable table ({type(err).__name__})") from None
-    with console.status(f"sampling {spec.num_chains} chains x {spec.num_samples} draws"):
+    with console.status(f"sampling {spec.chains} chains x {spec.draws} draws"):
         idata, summary = stage.analyse(frame, spec, source=str(path))
     summary["table"] = str(path)
     for written in stage.write(idata, summary, json_out, posterior):
@@ -323,11 +324,7 @@ def plan(
     from faceaudit.stages import plan as stage
 
     with failing():
-        if selection is not None:
-            if posterior is not None:
-                raise ValueError("pass --posterior only (--selection is its deprecated name)")
-            warn("--selection is deprecated: use --posterior")
-            posterior = selection
+        posterior = renamed(selection, "--selection", posterior, "--posterior")
         if (posterior is None) == (world is None):
             raise ValueError("pass exactly one of --posterior (a fitted training_mix.nc) or --world (a simulated truth)")
         source = {"posterior": str(posterior.resolve())} if posterior else {"world": str(world.resolve())}

@@ -63,8 +63,8 @@ def write(idata, summary: dict, json_path: Path | None, posterior_path: Path | N
 def run(folder: AuditFolder, settings: Settings) -> StageResult:
     frame = folder.read_parquet("image_metrics.parquet", stage="measure")
     spec = tables.DisparitySpec(outcome="on_manifold", group=tuple(folder.group_columns), success="yes",
-                                attribute=None, item=None, num_warmup=settings.draws, num_samples=settings.draws,
-                                num_chains=settings.chains, seed=settings.seed)
+                                attribute=None, item=None, draws=settings.draws, chains=settings.chains,
+                                seed=settings.seed)
     try:
         idata, summary = analyse(frame, spec, source=str(folder.file("image_metrics.parquet")))
     except tables.NothingToModel as err:

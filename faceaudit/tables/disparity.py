@@ -12,6 +12,7 @@ survey table both call it, so both say the same.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import functools
 
 import jax
@@ -43,12 +44,27 @@ class DisparitySpec:
     higher_is_better: bool = True
     reference: str | None = None
     hdi_prob: float = 0.95
-    num_warmup: int = 500
-    num_samples: int = 500
-    num_chains: int = 4
+    draws: int = 500  # posterior draws kept per chain
+    warmup: int | None = None  # warm-up steps per chain (None: as many as draws)
+    chains: int = 4
     seed: int = 0
+    # numpyro's names, the spec's names before it used the audit's: deprecated.
+    num_warmup: dataclasses.InitVar[int | None] = None
+    num_samples: dataclasses.InitVar[int | None] = None
+    num_chains: dataclasses.InitVar[int | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, num_warmup, num_samples, num_chains):
+        for old, new, value in (("num_samples", "draws", num_samples), ("num_warmup", "warmup", num_warmup),
+                                ("num_chains", "chains", num_chains)):
+            if value is not None:
+                warnings.warn(f"DisparitySpec({old}=...) is deprecated: use {new}=", DeprecationWarning, stacklevel=3)
+                object.__setattr__(self, new, value)
+        if self.warmup is None:
+            object.__setattr__(self, "warmup", self.draws)
+        for name in ("draws", "warmup", "chains"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "binary" and self.success is None:
@@ -160,14 +176,14 @@ def fit(data: PreparedData, *, progress: bool = False, predictive: bool = True):
     # The data are the sampler's arguments (jit_model_args), never constants folded into it,
     # so every fit of the same model and shapes runs one compiled program: kept for the
     # process by ReusedParallelChains, and across processes by JAX's persistent cache.
-    method = chain_method(spec.num_chains, ("disparity", spec.kind, data.n_categories if spec.kind == "ordinal" else 0),
+    method = chain_method(spec.chains, ("disparity", spec.kind, data.n_categories if spec.kind == "ordinal" else 0),
                           progress)
     # A small step size: with target_accept 0.9 the simulated worlds' fits had 1-19
     # divergences (9 of 11 worlds), at 0.99 at most 1 (4 worlds), for 2-4 s more
     # (benchmarks/results/fit_convergence.md).
     mcmc = MCMC(
         NUTS(model, target_accept_prob=0.99),
-        num_warmup=spec.num_warmup, num_samples=spec.num_samples, num_chains=spec.num_chains,
+        num_warmup=spec.warmup, num_samples=spec.draws, num_chains=spec.chains,
         chain_method=method, progress_bar=progress, jit_model_args=True,
     )
     mcmc.run(jax.random.key(spec.seed), data.design, y=jax.numpy.asarray(data.y))
