@@ -167,3 +167,31 @@ def test_plan_mix_and_selection_are_the_old_names_of_plan_and_posterior(tmp_path
     assert "--selection is deprecated: use --posterior" in old.output
     assert str(missing) in new.output.replace("\n", "") and str(missing) in old.output.replace("\n", "")
     assert "plan-mix" not in runner.invoke(app, ["--help"]).output
+
+
+def test_the_audit_command_is_generated_from_its_settings(monkeypatch, tmp_path):
+    """Every AuditSettings field is an option of `faceaudit audit`, and the command line
+    reaches the settings unchanged (the metric list and repeated --force read back)."""
+    import dataclasses
+
+    from faceaudit import pipeline
+
+    shown = runner.invoke(app, ["audit", "--help"]).output
+    for field in dataclasses.fields(pipeline.AuditSettings):
+        flag = field.metadata["flag"] or "--" + field.name.replace("_", "-")
+        assert (field.metadata["metavar"] if field.metadata["argument"] else flag) in shown, field.name
+    seen = []
+
+    def capture(settings, **_):
+        seen.append(settings)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(pipeline, "preflight", capture)
+    result = runner.invoke(app, ["audit", "--dry-run", "--out", str(tmp_path), "--seed", "3", "--chains", "3",
+                                 "--draws", "50", "--interval", "bca", "--bootstrap", "40", "--metrics", "mmd2, vendi",
+                                 "--force", "measure", "--force", "report", "--training-size", "900"])
+    assert result.exit_code == 2 and "stop here" in result.output
+    assert seen == [pipeline.AuditSettings(out=tmp_path, seed=3, chains=3, draws=50, interval="bca", bootstrap=40,
+                                           metrics=("mmd2", "vendi"), force=("measure", "report"), training_size=900.0)]
+    bad = runner.invoke(app, ["audit", "--images", str(tmp_path)])
+    assert bad.exit_code == 2 and "--images and --manifest go together" in bad.output
