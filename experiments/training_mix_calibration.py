@@ -58,8 +58,8 @@ def calibration_design(seed: int = 0, dim: int = 8, fd_se: float = 0.04, verific
                                       jnp.broadcast_to(jnp.asarray(pairs), (1, g, 2, 2)),
                                       jnp.full((1, g), verification_se), jnp.ones((1, g), bool))
     return TrainingMixDesign(target.means, target.covs, jnp.asarray(directions), float(config.training_size),
-                           config.length_scale, jnp.full((1, g), fd_se), core.target_roots(target),
-                           verification=verification)
+                             config.length_scale, jnp.full((1, g), fd_se), core.target_roots(target),
+                             verification=verification)
 
 
 def _scalars(sample: dict) -> dict[str, np.ndarray]:

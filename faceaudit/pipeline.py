@@ -20,7 +20,7 @@ from pathlib import Path
 from faceaudit.files import records
 from faceaudit.files.folder import AuditFolder
 from faceaudit.files.lock import folder_lock
-from faceaudit.stages import EXPLAIN_DRAWS, FIT_DRAWS, StageResult
+from faceaudit.stages import EXPLAIN_DRAWS, FIT_CHAINS, FIT_DRAWS, StageResult
 from faceaudit.stages.embed import DEFAULT_CLIP, encoders_for
 
 try:
@@ -57,7 +57,7 @@ class AuditSettings:
     seed: int = _option(0, "Seed of every stage (subsets, resampling, samplers).")
     draws: int | None = _option(None, "Posterior draws (and warm-up steps) per chain of the fits "
                                       f"[default: {FIT_DRAWS} disparity, {EXPLAIN_DRAWS} explain].")
-    chains: int = _option(2, "Chains per posterior fit.")
+    chains: int = _option(FIT_CHAINS, "Chains per posterior fit.")
     interval: str = _option("jackknife", "Interval of the distribution metrics: jackknife (default; no resampling "
                                          "duplicates), or the bootstrap's basic, percentile, bca.")
     bootstrap: int = _option(0, "Bootstrap replicates (bootstrap intervals only; at least 20).")

@@ -26,6 +26,7 @@ from typing import NamedTuple
 # reaches 724 on the default world at 1,400 (benchmarks/results/fit_convergence.md).
 FIT_DRAWS = 800
 EXPLAIN_DRAWS = 1500
+FIT_CHAINS = 2  # chains of every audit fit (R-hat needs at least 2)
 
 
 class StageResult(NamedTuple):

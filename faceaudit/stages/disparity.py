@@ -18,7 +18,7 @@ from faceaudit.files.folder import AuditFolder
 from faceaudit.files.io import write_json, write_netcdf
 from faceaudit.files.outputs import DISPARITY_POSTERIOR as POSTERIOR
 from faceaudit.files.outputs import DISPARITY_SUMMARY as SUMMARY
-from faceaudit.stages import FIT_DRAWS, StageResult
+from faceaudit.stages import FIT_CHAINS, FIT_DRAWS, StageResult
 from faceaudit.tables import disparity as tables
 
 NAME = "disparity"
@@ -29,7 +29,7 @@ OUTCOME = "share of generated faces on the real manifold of their group (k-NN pr
 @dataclasses.dataclass(frozen=True)
 class Settings:
     draws: int = FIT_DRAWS  # posterior draws per chain (and as many warm-up steps)
-    chains: int = 2
+    chains: int = FIT_CHAINS
     seed: int = 0
 
 

@@ -30,7 +30,7 @@ from faceaudit.files.manifest import MANIFEST
 from faceaudit.files.outputs import AUDIT_SPACE, METRICS, SPREADS, TRAINING_MIX
 from faceaudit.files.outputs import SHARE_CURVES as CURVES
 from faceaudit.files.outputs import TRAINING_MIX_SUMMARY as SUMMARY
-from faceaudit.stages import EXPLAIN_DRAWS, StageResult
+from faceaudit.stages import EXPLAIN_DRAWS, FIT_CHAINS, StageResult
 from faceaudit.tables import training_mix as tables
 from faceaudit.tables.posterior import Sampling
 
@@ -42,7 +42,7 @@ DESCRIBE = "fit the training-mix model to per-group FD (audit space) and verific
 class Settings:
     training_size: float  # images in the generator's training set (not identifiable from FD)
     draws: int = EXPLAIN_DRAWS  # posterior draws per chain (and as many warm-up steps)
-    chains: int = 2
+    chains: int = FIT_CHAINS
     seed: int = 0
     length_scale: float | None = None  # transfer length scale; default: median gap between group means
     # Dirichlet concentration of the effective shares' prior; None: the model's default
@@ -145,10 +145,10 @@ def run(folder: AuditFolder, settings: Settings) -> StageResult:
     directions = np.linalg.qr(np.random.default_rng(settings.seed).normal(size=(d, len(groups))))[0].T
     target = core.TargetWorld(jnp.asarray(means), jnp.asarray(covs), jnp.zeros_like(jnp.asarray(means)))
     verification, accuracy, source = _verification_design(folder, metrics, groups, generators)
-    design = TrainingMixDesign(target.means, target.covs, jnp.asarray(directions), settings.training_size, length_scale,
-                             jnp.asarray(se), core.target_roots(target), verification=verification,
-                             share_concentration=settings.share_concentration or SHARE_CONCENTRATION,
-                             reference_counts=jnp.asarray(counts))
+    design = TrainingMixDesign(target.means, target.covs, jnp.asarray(directions), settings.training_size,
+                               length_scale, jnp.asarray(se), core.target_roots(target), verification=verification,
+                               share_concentration=settings.share_concentration or SHARE_CONCENTRATION,
+                               reference_counts=jnp.asarray(counts))
     constant = {"target_means": (("group", "dim"), means), "target_covs": (("group", "dim", "dim2"), covs),
                 "reference_counts": (("group",), counts),
                 "shift_directions": (("group", "dim"), directions), "fd_se": (("generator", "group"), se)}
