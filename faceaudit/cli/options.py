@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from faceaudit.cli.app import metric_names
 from faceaudit.pipeline import AuditSettings
 
 DEFAULTS = AuditSettings()
@@ -27,13 +28,7 @@ _TYPES = typing.get_type_hints(AuditSettings)
 _CLI_TYPES = {"metrics": str | None, "force": list[str] | None}
 
 
-def _read_metrics(text: str | None):
-    from faceaudit.cli.app import metric_names
-
-    return metric_names(text)
-
-
-_READERS: dict[str, Callable] = {"metrics": _read_metrics, "force": lambda given: tuple(given or ())}
+_READERS: dict[str, Callable] = {"metrics": metric_names, "force": lambda given: tuple(given or ())}
 
 
 def shared(name: str, *, help: str | None = None):

@@ -421,13 +421,15 @@ class CommonSize:
 def chain(*parts, confidence: float = 0.95, min_group_size: int = 2) -> Scheme:
     """The ``Scheme`` of ``parts`` (at most one interval part and one ``CommonSize``),
     validated once; parts left out keep the defaults (jackknife, the smallest group's size)."""
+    unknown = [part for part in parts if not isinstance(part, (Jackknife, HalfSamples, Bootstrap, CommonSize))]
+    if unknown:
+        raise TypeError(f"scheme parts are Jackknife, HalfSamples, Bootstrap and CommonSize, got {unknown[0]!r}")
+    intervals = sum(isinstance(part, (Jackknife, HalfSamples, Bootstrap)) for part in parts)
+    if intervals > 1 or sum(isinstance(part, CommonSize) for part in parts) > 1:
+        raise ValueError("a scheme has one interval part and at most one CommonSize, got "
+                         f"{[type(part).__name__ for part in parts]}")
     fields: dict = {"confidence": confidence, "min_group_size": min_group_size}
-    kinds = [type(part).__name__ for part in parts]
-    if sum(k in ("Jackknife", "HalfSamples", "Bootstrap") for k in kinds) > 1 or kinds.count("CommonSize") > 1:
-        raise ValueError(f"a scheme has one interval part and at most one CommonSize, got {kinds}")
     for part in parts:
-        if not hasattr(part, "fields"):
-            raise TypeError(f"scheme parts are Jackknife, HalfSamples, Bootstrap and CommonSize, got {part!r}")
         fields.update(part.fields())
     return Scheme(**fields)
 
@@ -637,7 +639,8 @@ def _host_subsets(metric, groups, sets, blocks: int, delete: float):
         data, masks, sizes = [], [], []
         for side in sets:
             if side is None:
-                data.append(None), masks.append(None)
+                data.append(None)
+                masks.append(None)
                 continue
             rows_all, labels, (u_sub, u_del), size = side
             rows = np.flatnonzero(labels == g)
@@ -707,9 +710,9 @@ def _interval_ends(values: _Values, se, df, nx, ny, scheme: Scheme):
                                                                       confidence))
     lows, highs = [], []
     for g in range(len(estimate)):
-        jk = [values.jk_x[g, : min(scheme.blocks, int(nx[g]))]]
+        jk = [values.jk_x[g, : _active_blocks(int(nx[g]), scheme.blocks, scheme.delete)]]
         if values.jk_y.shape[1]:
-            jk.append(values.jk_y[g, : min(scheme.blocks, int(ny[g]))])
+            jk.append(values.jk_y[g, : _active_blocks(int(ny[g]), scheme.blocks, scheme.delete)])
         # On the recentred replicates: BCa's bias correction compares each replicate with
         # the bootstrap world's truth, which for a U-statistic or a bias-corrected FD is
         # not the estimate (on the raw replicates 95% intervals of MMD^2 covered 0.24).
